@@ -1,0 +1,176 @@
+"""Build one synthetic abdominal CT case with exact ground truth, deterministically from a seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .canvas import Canvas
+from .labels import Anatomy, TRUNK_MUSCLES
+from .patient import Acquisition, Patient, sample_acquisition, sample_patient
+from .profiles import PHI_BINS
+from .render import Renderer
+from .skeleton import Skeleton
+from .spine import LEVEL_NAMES, Spine
+from .torso import IntramuscularFat, Torso
+from .viscera import Viscera
+
+SUB_SLICES_THICK = 3  # sub-planes averaged per slice when slices are >= 2.5 mm (partial volume)
+
+
+@dataclass
+class PhantomCase:
+    """One case in canonical layout: array axes (x -> patient left, y -> posterior, z -> superior)."""
+
+    case_id: str
+    seed: int
+    index: int
+    hu: np.ndarray  # int16
+    anatomy: np.ndarray  # uint8, labels.Anatomy codes
+    spacing_mm: Tuple[float, float, float]
+    origin_lps_mm: Tuple[float, float, float]  # LPS position of voxel (0, 0, 0)
+    z_anatomical_mm: np.ndarray  # per slice, 0 = bottom of S1
+    patient: Patient
+    acquisition: Acquisition
+    spine: Spine
+
+    @property
+    def muscle(self) -> np.ndarray:
+        return np.isin(self.anatomy, [int(m) for m in TRUNK_MUSCLES]).astype(np.uint8)
+
+    def level_slices(self, level: str) -> List[int]:
+        lv = self.spine.by_name[level]
+        z = self.z_anatomical_mm
+        return [int(k) for k in np.nonzero((z >= lv.z_bottom) & (z <= lv.z_top))[0]]
+
+    @property
+    def l3_mid_index(self) -> Optional[int]:
+        """Slice nearest the middle of the L3 body, or None when that middle is not scanned."""
+        z_mid = self.spine.by_name["L3"].z_mid
+        z = self.z_anatomical_mm
+        half = self.spacing_mm[2] / 2
+        if z_mid < z[0] - half or z_mid > z[-1] + half:
+            return None
+        k = int(np.argmin(np.abs(z - z_mid)))
+        return k if k in self.level_slices("L3") else None
+
+    def sma_cm2(self, k: int) -> float:
+        return float(self.muscle[:, :, k].sum() * self.spacing_mm[0] * self.spacing_mm[1] / 100.0)
+
+
+def _z_range(rng: np.random.Generator, coverage: str, spine: Spine, torso: Torso) -> Tuple[float, float]:
+    lv = spine.by_name
+    if coverage == "abdomen":
+        return lv["T10"].z_mid + rng.uniform(-15, 25), rng.uniform(torso.z_hip, lv["S1"].z_top - 5)
+    if coverage == "abdomen_pelvis":
+        return lv["T10"].z_mid + rng.uniform(-15, 25), torso.z_pubis - rng.uniform(0, 30)
+    if coverage == "chest_abdomen_pelvis":
+        return lv["T3"].z_mid + rng.uniform(-10, 10), torso.z_pubis - rng.uniform(0, 30)
+    if coverage == "chest":
+        return lv["T2"].z_mid, rng.uniform(lv["L2"].z_mid, lv["L1"].z_mid)
+    if coverage == "pelvis":
+        return rng.uniform(lv["L5"].z_top, lv["L4"].z_mid), torso.z_pubis - rng.uniform(20, 40)
+    raise ValueError(f"unknown coverage {coverage!r}")
+
+
+def _slice_positions(rng: np.random.Generator, top: float, bottom: float, spacing: float,
+                     max_slices: int, l3_mid: float) -> np.ndarray:
+    n = int(round((top - bottom) / spacing)) + 1
+    if n > max_slices:
+        length = (max_slices - 1) * spacing
+        if bottom <= l3_mid <= top:  # keep L3 well inside a shorter scan
+            start = l3_mid - length * rng.uniform(0.3, 0.7)
+        else:
+            start = rng.uniform(bottom, top - length)
+        bottom, n = float(np.clip(start, bottom, top - length)), max_slices
+    return bottom + spacing * np.arange(n)
+
+
+def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int = 160,
+                  patient_overrides: Optional[Dict[str, Any]] = None,
+                  acquisition_overrides: Optional[Dict[str, Any]] = None) -> PhantomCase:
+    """Case `index` of the series drawn from `seed`; the same arguments give the same voxels."""
+    rng = np.random.default_rng([seed, index])
+    patient = replace(sample_patient(rng), **(patient_overrides or {}))
+    acquisition = replace(sample_acquisition(rng, patient), **(acquisition_overrides or {}))
+    size = patient.height_m / 1.70
+    spine = Spine(size, 1.0 if patient.sex == "M" else 0.92, float(rng.uniform(0.85, 1.15)), lambda z: 0.0)
+    torso = Torso(rng, patient, spine)
+    spine.body_y_mm = torso.spine_y
+    viscera = Viscera(rng, patient, torso, spine)
+    skeleton = Skeleton(rng, patient, torso, spine)
+
+    top, bottom = _z_range(rng, acquisition.coverage, spine, torso)
+    z_slices = _slice_positions(rng, top, bottom, acquisition.slice_spacing_mm, max_slices,
+                                spine.by_name["L3"].z_mid)
+    imat = IntramuscularFat(rng, patient, (float(z_slices[0]) - 10, float(z_slices[-1]) + 10))
+
+    # field of view: fit the widest section (and the arms), as a radiographer would
+    lumbar = [spine.by_name[f"L{i}"].z_mid for i in range(1, 6)]
+    torso.table_y = max(torso.back_y(z) for z in lumbar) + float(rng.uniform(0.5, 6.0))
+    probe = np.linspace(z_slices[0], z_slices[-1], 9)
+    half_width, front, back = np.max([torso.extent(z) for z in probe], axis=0)
+    arms = 2.2 * skeleton.arm_r + max(skeleton.arm_gap, 0) if skeleton.arms_down else 0.0
+    fov = max(2 * (half_width + arms), front + back) + 30.0
+    scale = 512.0 / matrix
+    spacing_xy = round(float(np.clip(fov / matrix * rng.uniform(1.0, 1.1), 0.6 * scale, 1.0 * scale)), 4)
+    x0 = rng.uniform(-12, 12) - spacing_xy * (matrix - 1) / 2
+    y0 = (back - front) / 2 + 10.0 + rng.uniform(-10, 10) - spacing_xy * (matrix - 1) / 2
+    xs = x0 + spacing_xy * np.arange(matrix)
+    ys = y0 + spacing_xy * np.arange(matrix)
+    table_y = torso.table_y + 0.5
+
+    xg, yg = xs[:, None], ys[None, :]
+    rho = np.hypot(xg, yg).astype(np.float32)
+    phi_bin = np.rint(np.degrees(np.arctan2(np.abs(xg), -yg)) * 2).astype(np.int32)
+    phi_index = phi_bin + PHI_BINS * (xg >= 0)
+
+    renderer = Renderer(rng, patient, acquisition, (matrix, matrix), (spacing_xy, spacing_xy))
+    thickness = acquisition.slice_thickness_mm
+    offsets = [0.0] if thickness < 2.5 else list(np.linspace(-thickness / 3, thickness / 3, SUB_SLICES_THICK))
+    centre = len(offsets) // 2
+    hu = np.empty((matrix, matrix, len(z_slices)), np.float32)
+    anatomy = np.empty((matrix, matrix, len(z_slices)), np.uint8)
+
+    def paint(z: float) -> Canvas:
+        canvas = Canvas(xs, ys, z)
+        sec = torso.section(canvas, rho, phi_index)
+        spine.paint(canvas, patient.osteoporosis)
+        torso.paint_posterior_muscles(canvas, sec, imat)
+        skeleton.paint_pelvis(canvas, sec)
+        viscera.paint(canvas, sec)
+        skeleton.paint_ribs(canvas, sec, phi_index)
+        skeleton.paint_arms(canvas, sec)
+        skeleton.paint_table(canvas, table_y)
+        torso.relabel_deep_fat(canvas, sec, phi_index)
+        return canvas
+
+    for k, z in enumerate(z_slices):
+        acc = None
+        for j, dz in enumerate(offsets):
+            canvas = paint(float(z + dz))
+            slice_hu = renderer.slice_hu(canvas.tissue)
+            acc = slice_hu if acc is None else acc + slice_hu
+            if j == centre:
+                anatomy[:, :, k] = canvas.anatomy
+        hu[:, :, k] = acc / len(offsets)
+
+    z_world0 = round(float(rng.uniform(-700.0, -300.0)), 1)
+    return PhantomCase(
+        case_id=f"ph{seed:05d}_{index:03d}",
+        seed=seed,
+        index=index,
+        hu=renderer.finish(hu),
+        anatomy=anatomy,
+        spacing_mm=(spacing_xy, spacing_xy, acquisition.slice_spacing_mm),
+        origin_lps_mm=(float(x0), float(y0), float(z_world0 + z_slices[0])),
+        z_anatomical_mm=z_slices,
+        patient=patient,
+        acquisition=acquisition,
+        spine=spine,
+    )
+
+
+__all__ = ["PhantomCase", "generate_case", "LEVEL_NAMES", "Anatomy"]

@@ -1,0 +1,173 @@
+"""The phantom's ground truth must be self-consistent: every accuracy figure rests on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from sarcopenia_app.cli import main as cli_main
+from sarcopenia_app.phantom import Anatomy, generate_case
+from sarcopenia_app.phantom.spine import vertebra_label
+from sarcopenia_app.phantom.writer import write_case, write_dataset
+
+SMALL = dict(matrix=128, max_slices=48)
+L3 = vertebra_label("L3")
+
+
+def _load(path: Path):
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj), img
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantom")
+    records = write_dataset(out, count=4, seed=11, label_slices="l3", labelled=3, **SMALL)
+    return out, records
+
+
+def test_same_seed_same_bytes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        write_dataset(out, count=2, seed=5, matrix=64, max_slices=24)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for rel in files:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    c = tmp_path / "c"
+    write_dataset(c, count=1, seed=6, matrix=64, max_slices=24)
+    assert (c / "truth" / "ph00006_000_muscle.nii.gz").read_bytes() != (a / "truth" / "ph00005_000_muscle.nii.gz").read_bytes()
+
+
+def test_sidecar_sma_is_area_of_truth_on_l3_slice(dataset):
+    out, records = dataset
+    checked = 0
+    for r in records:
+        if not r["has_l3"]:
+            continue
+        muscle, img = _load(out / r["files"]["muscle"])
+        sx, sy, _ = img.header.get_zooms()
+        area_cm2 = muscle[:, :, r["l3_mid_index"]].sum() * sx * sy / 100.0
+        assert area_cm2 == pytest.approx(r["sma_cm2"], rel=1e-4)
+        assert 20.0 < r["sma_cm2"] < 400.0
+        checked += 1
+    assert checked >= 2
+
+
+def test_l3_index_lies_inside_the_l3_vertebra(dataset):
+    out, records = dataset
+    for r in (r for r in records if r["has_l3"]):
+        anatomy, _ = _load(out / r["files"]["anatomy"])
+        k = r["l3_mid_index"]
+        assert (anatomy[:, :, k] == L3).sum() > 20
+        first, last = r["l3_index_range"]
+        assert first <= k <= last
+        assert r["vertebra_index_ranges"]["L3"] == [first, last]
+        # below L3 lies L4 or nothing; above it L2 or nothing
+        assert not (anatomy[:, :, :first] == vertebra_label("L2")).any()
+        assert not (anatomy[:, :, last + 1:] == vertebra_label("L4")).any()
+
+
+@pytest.mark.parametrize("coverage", ["chest", "pelvis"])
+def test_volume_without_l3_says_so(tmp_path, coverage):
+    case = generate_case(3, 0, acquisition_overrides={"coverage": coverage}, **SMALL)
+    record = write_case(case, tmp_path, "nifti", "l3", with_label=True)
+    assert record["has_l3"] is False and record["l3_mid_index"] is None and record["sma_cm2"] is None
+    anatomy, _ = _load(tmp_path / record["files"]["anatomy"])
+    assert not (anatomy == L3).any()
+    assert "label" not in record["files"]
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LPS"])
+def test_header_orientation_spacing_and_handedness(tmp_path, orientation):
+    case = generate_case(21, 1, acquisition_overrides={"orientation": orientation, "coverage": "abdomen"}, **SMALL)
+    record = write_case(case, tmp_path, "nifti", "all", with_label=True)
+    image, img = _load(tmp_path / record["files"]["image"])
+    anatomy, _ = _load(tmp_path / record["files"]["anatomy"])
+    assert nib.aff2axcodes(img.affine) == tuple(orientation) == tuple(record["orientation"])
+    assert np.allclose(img.header.get_zooms(), record["spacing_mm"], atol=1e-4)
+    assert image.dtype == np.int16 and image.shape == tuple(record["shape"])
+
+    def world(label: int) -> np.ndarray:
+        ijk = np.argwhere(anatomy == label)
+        return nib.affines.apply_affine(img.affine, ijk).mean(axis=0)
+
+    assert world(Anatomy.IVC)[0] > world(Anatomy.AORTA)[0]  # RAS+: the IVC lies on the patient's right
+    assert world(Anatomy.RECTUS_ABDOMINIS)[1] > world(Anatomy.PARASPINAL)[1]  # anterior is +y
+    assert world(vertebra_label("L1"))[2] > world(vertebra_label("L4"))[2]  # superior is +z
+    label, _ = _load(tmp_path / record["files"]["label"])
+    assert np.array_equal(label, _load(tmp_path / record["files"]["muscle"])[0])
+
+
+def test_partial_labels_cover_only_slices_around_l3(dataset):
+    out, records = dataset
+    with_label = [r for r in records if "label" in r["files"]]
+    assert with_label and all(r["index"] < 3 for r in with_label)
+    for r in with_label:
+        label, _ = _load(out / r["files"]["label"])
+        muscle, _ = _load(out / r["files"]["muscle"])
+        painted = sorted(set(np.nonzero(label)[2].tolist()))
+        assert painted == r["labelled_slices"] and 1 <= len(painted) <= 5
+        first, last = r["l3_index_range"]
+        assert all(first <= k <= last for k in painted)
+        assert np.array_equal(label[:, :, painted], muscle[:, :, painted])
+
+
+def test_intensities_overlap_like_real_ct(tmp_path):
+    case = generate_case(8, 2, acquisition_overrides={"coverage": "abdomen", "contrast_phase": "unenhanced"},
+                         patient_overrides={"arms": "down"}, matrix=256, max_slices=40)
+    k = case.l3_mid_index
+    hu, anatomy = case.hu[:, :, k].astype(float), case.anatomy[:, :, k]
+    muscle = case.muscle[:, :, k] > 0
+    assert abs(hu[muscle].mean() - case.patient.muscle_hu) < 15
+    assert -135 < hu[anatomy == Anatomy.SUBCUTANEOUS_FAT].mean() < -65
+    arm = case.anatomy == Anatomy.ARM_MUSCLE
+    assert arm.any() and not (case.muscle.astype(bool) & arm).any()
+    assert abs(case.hu[arm].mean() - case.hu[case.muscle > 0].mean()) < 15  # looks the same, is not SMA
+    # unenhanced organs sit in the muscle range: intensity alone cannot find muscle
+    organ = np.isin(case.anatomy, [Anatomy.LIVER, Anatomy.KIDNEY, Anatomy.SPLEEN])
+    if organ.any():
+        assert -29 < case.hu[organ].mean() < 150
+    assert (case.anatomy == Anatomy.INTERMUSCULAR_FAT).any()
+
+
+def test_dicom_series_has_realistic_tags(tmp_path):
+    case = generate_case(4, 0, acquisition_overrides={"coverage": "abdomen"}, matrix=96, max_slices=24)
+    record = write_case(case, tmp_path, "dicom", "none", with_label=False)
+    files = sorted((tmp_path / case.case_id).glob("*.dcm"))
+    assert len(files) == case.hu.shape[2]
+    slices = sorted((pydicom.dcmread(f) for f in files), key=lambda d: float(d.ImagePositionPatient[2]))
+    first = slices[0]
+    assert first.Modality == "CT" and first.PatientSex == case.patient.sex
+    assert float(first.PatientSize) == pytest.approx(case.patient.height_m)
+    assert float(first.PatientWeight) == pytest.approx(case.patient.weight_kg)
+    assert [float(v) for v in first.PixelSpacing] == pytest.approx(list(case.spacing_mm[:2]))
+    assert [float(v) for v in first.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    for k, ds in enumerate(slices):
+        hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        assert np.array_equal(hu, case.hu[:, :, k].T)
+    if record["has_l3"]:
+        k = record["l3_mid_index"]
+        assert slices[k].SOPInstanceUID == record["l3_sop_instance_uid"]
+        assert float(slices[k].ImagePositionPatient[2]) == pytest.approx(record["l3_mid_z_mm"], abs=1e-3)
+
+
+def test_cli_contract(tmp_path):
+    out = tmp_path / "ds"
+    assert cli_main(["phantom", "--out", str(out), "--count", "2", "--seed", "3", "--matrix", "64",
+                     "--max-slices", "20", "--label-slices", "all", "--labelled", "1"]) == 0
+    ids = sorted(p.name[: -len(".nii.gz")] for p in out.glob("*.nii.gz"))
+    assert ids == ["ph00003_000", "ph00003_001"]
+    assert [p.name for p in (out / "labels" / "final").iterdir()] == ["ph00003_000.nii.gz"]
+    for case_id in ids:
+        record = json.loads((out / "truth" / f"{case_id}.json").read_text())
+        for key in ("id", "seed", "has_l3", "l3_mid_index", "l3_index_range", "sma_cm2", "sex", "height_m",
+                    "weight_kg", "spacing_mm", "orientation"):
+            assert key in record
+        assert (out / "truth" / f"{case_id}_muscle.nii.gz").exists()
+        assert (out / "truth" / f"{case_id}_anatomy.nii.gz").exists()
