@@ -53,8 +53,8 @@ def sample_patient(rng: np.random.Generator) -> Patient:
     height = float(np.clip(height, 1.45, 2.0))
     bmi = float(np.clip(rng.normal(26.5, 5.0), 16.5, 43.0))
     age = int(rng.integers(25, 90))
-    sarcopenic = rng.random() < 0.3
-    muscle = rng.uniform(0.55, 0.82) if sarcopenic else rng.normal(1.0, 0.13)
+    sarcopenic = rng.random() < 0.25
+    muscle = rng.uniform(0.6, 0.85) if sarcopenic else rng.normal(1.05, 0.13)
     muscle = float(np.clip(muscle * (1.0 - 0.003 * max(age - 50, 0)), 0.45, 1.45))
     muscle_hu = rng.normal(46.0, 6.0) - 0.5 * (bmi - 25.0) - 0.15 * max(age - 50, 0)
     if rng.random() < 0.2:  # marked fatty infiltration

@@ -47,7 +47,7 @@ class Torso:
         self.spine = spine
         self.size = patient.height_m / 1.70
         male = patient.sex == "M"
-        self.muscle = patient.muscle_scale * (1.0 if male else 0.78)
+        self.muscle = patient.muscle_scale * (1.0 if male else 0.74)
         lv = spine.by_name
         self.z_t10 = lv["T10"].z_mid
         self.z_t12 = lv["T12"].z_mid
@@ -81,15 +81,15 @@ class Torso:
         # thickness of the wall layers at L3 (mm), scaled by muscle mass
         m = self.muscle * s
         jitter = lambda: float(rng.uniform(0.85, 1.15))  # noqa: E731
-        self.rectus_mm = 10.5 * m * jitter()
+        self.rectus_mm = 11.5 * m * jitter()
         self.rectus_width_mm = 68.0 * s * jitter()
         self.linea_alba_mm = float(rng.uniform(3.0, 9.0)) * (1.0 + 0.5 * min(visceral, 2.0))
-        self.oblique_mm = (5.5 * m * jitter(), 7.0 * m * jitter(), 4.0 * m * jitter())
+        self.oblique_mm = (7.0 * m * jitter(), 8.5 * m * jitter(), 5.5 * m * jitter())
         self.latissimus_mm = 6.0 * m * jitter()
         self.chest_wall_mm = 11.0 * m * jitter()
-        self.paraspinal = (27.0 * np.sqrt(m) * jitter(), 1.0 * jitter())  # half-width, depth factor
-        self.psoas_cm2 = 7.2 * self.muscle * s * s * jitter()
-        self.ql_mm = (21.0 * np.sqrt(m) * jitter(), 8.5 * np.sqrt(m) * jitter())
+        self.paraspinal = (32.0 * np.sqrt(m) * jitter(), 1.0 * jitter())  # half-width, depth factor
+        self.psoas_cm2 = 10.5 * self.muscle * s * s * jitter()
+        self.ql_mm = (24.0 * np.sqrt(m) * jitter(), 9.5 * np.sqrt(m) * jitter())
         self.table_y = float("inf")  # set by the generator: the outline is flattened on the table
         self.shape_harmonics = rng.normal(0.0, 0.018, size=(2, 3)).astype(np.float32)
         self.shape_phases = rng.uniform(0, 2 * np.pi, size=(2, 3)).astype(np.float32)
