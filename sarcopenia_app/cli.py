@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--label-slices", choices=("all", "l3", "none"), default="all",
                     help="datastore labels on every slice, on a few slices around L3, or none")
     ph.add_argument("--labelled", type=int, default=None, metavar="K",
-                    help="write datastore labels for the first K cases only (default: all)")
+                    help="write datastore labels for the first K cases that can have one (default: all)")
     ph.add_argument("--matrix", type=int, default=512, help="in-plane matrix size (default 512)")
     ph.add_argument("--max-slices", type=int, default=160)
     ph.set_defaults(func=_phantom)

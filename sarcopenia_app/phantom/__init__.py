@@ -2,5 +2,6 @@
 
 from .generate import PhantomCase, generate_case
 from .labels import Anatomy, TRUNK_MUSCLES, Tissue
+from .writer import write_case, write_dataset
 
-__all__ = ["PhantomCase", "generate_case", "Anatomy", "Tissue", "TRUNK_MUSCLES"]
+__all__ = ["PhantomCase", "generate_case", "write_case", "write_dataset", "Anatomy", "Tissue", "TRUNK_MUSCLES"]

@@ -144,13 +144,15 @@ def write_case(case: PhantomCase, out_dir: Path, fmt: str, label_slices: str, wi
 
 def write_dataset(out_dir: Path, count: int, seed: int, fmt: str = "nifti", label_slices: str = "all",
                   labelled: Optional[int] = None, matrix: int = 512, max_slices: int = 160) -> List[Dict[str, Any]]:
-    """Generate `count` cases from `seed` into a MONAI Label style folder; labels for the first
-    `labelled` cases (all when None)."""
+    """Generate `count` cases from `seed` into a MONAI Label style folder, with datastore labels
+    for the first `labelled` cases that can have one (all when None; with "l3" labels a case
+    without L3 gets none and does not count)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
+    records: List[Dict[str, Any]] = []
     for index in range(count):
         case = generate_case(seed, index, matrix=matrix, max_slices=max_slices)
-        with_label = labelled is None or index < labelled
+        done = sum("label" in r["files"] for r in records)
+        with_label = labelled is None or done < labelled
         records.append(write_case(case, out_dir, fmt, label_slices, with_label))
     return records

@@ -1,0 +1,100 @@
+"""MONAI Label app: skeletal muscle on abdominal CT for sarcopenia screening at L3.
+
+Models are the modules of lib/configs/ (one ``TaskConfig`` each, found automatically).
+``--conf models all`` (the default) serves them all; ``--conf models a,b`` serves some.
+The server rebuilds this app in every train/scoring subprocess, so construction only
+wires objects together: it loads no weights and downloads nothing.
+"""
+
+import importlib
+import logging
+import os
+from importlib.metadata import version
+from typing import Dict, List, Type, TypeVar, Union
+
+import lib.configs
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+from monailabel.utils.others.class_utils import get_class_names
+
+logger = logging.getLogger(__name__)
+
+Task = TypeVar("Task")
+
+
+def available_configs() -> Dict[str, Type[TaskConfig]]:
+    """Model name (the module's name under lib/configs) -> its TaskConfig class."""
+    configs = {}
+    for class_path in get_class_names(lib.configs, "TaskConfig"):
+        module_name, class_name = class_path.rsplit(".", 1)
+        model_name = module_name.rsplit(".", 1)[-1]
+        configs[model_name] = getattr(importlib.import_module(module_name), class_name)
+    return dict(sorted(configs.items()))
+
+
+def selected_models(models_conf: str, available: List[str]) -> List[str]:
+    """Names from a comma-separated ``models`` conf value; ``all`` selects every model."""
+    names = [name.strip() for name in models_conf.split(",") if name.strip()]
+    if "all" in names:
+        return list(available)
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        raise ValueError(f"unknown model(s) {unknown} in '{models_conf}'; choose from: all, {', '.join(available)}")
+    return names
+
+
+def by_name(tasks: Union[None, Task, Dict[str, Task]], model_name: str) -> Dict[str, Task]:
+    """A config's task(s) as a name -> task dict; a single task is named after its model."""
+    if tasks is None:
+        return {}
+    return tasks if isinstance(tasks, dict) else {model_name: tasks}
+
+
+class SarcopeniaApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
+        configs = available_configs()
+        model_dir = os.path.join(app_dir, "model")
+        self.models: Dict[str, TaskConfig] = {}
+        for name in selected_models(conf.get("models", "all"), list(configs)):
+            self.models[name] = configs[name]()
+            self.models[name].init(name, model_dir, conf, None)
+        logger.info(f"Models: {list(self.models)}")
+
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="Sarcopenia screening: skeletal muscle at L3",
+            description="Segments skeletal muscle on abdominal CT to measure muscle area at the third lumbar vertebra",
+            version=version("sarcopenia-app"),
+        )
+
+    def init_infers(self) -> Dict[str, InferTask]:
+        infers: Dict[str, InferTask] = {}
+        for name, config in self.models.items():
+            infers.update(by_name(config.infer(), name))
+        return infers
+
+    def init_trainers(self) -> Dict[str, TrainTask]:
+        trainers: Dict[str, TrainTask] = {}
+        for name, config in self.models.items():
+            trainers.update(by_name(config.trainer(), name))
+        return trainers
+
+    def init_strategies(self) -> Dict[str, Strategy]:
+        strategies: Dict[str, Strategy] = {"random": Random(), "first": First()}
+        for name, config in self.models.items():
+            strategies.update(by_name(config.strategy(), name))
+        return strategies
+
+    def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
+        methods: Dict[str, ScoringMethod] = {}
+        for name, config in self.models.items():
+            methods.update(by_name(config.scoring_method(), name))
+        return methods
