@@ -26,7 +26,10 @@ def build_app(tmp_path, monkeypatch):
 
 def test_every_model_is_served_by_default(build_app):
     info = build_app().info()
-    assert set(info["models"]) == {"muscle_threshold"}
+    assert "muscle_threshold" in info["models"]
+    # the network is listed once its model file exists; its trainer always is
+    assert ("muscle_seg" in info["models"]) == (REPO / "model" / "muscle_seg.pt").exists()
+    assert set(info["trainers"]) == {"muscle_seg"}
     assert {"random", "first"} <= set(info["strategies"])
 
 
@@ -35,7 +38,7 @@ def test_models_are_selected_by_name(build_app):
 
 
 def test_an_unknown_model_is_refused_with_the_choices(build_app):
-    with pytest.raises(ValueError, match="choose from: all, muscle_threshold"):
+    with pytest.raises(ValueError, match="choose from: all, muscle_seg, muscle_threshold"):
         build_app(models="muscle_threshold,no_such_model")
 
 

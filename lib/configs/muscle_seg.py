@@ -1,0 +1,33 @@
+"""Model ``muscle_seg``: the 2.5D skeletal-muscle network, served and fine-tuned from the datastore."""
+
+import os
+from typing import Any, Dict, Optional
+
+from lib.infers.muscle_seg import MuscleSegInfer
+from lib.trainers.muscle_seg import MuscleSegTrain
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
+
+from sarcopenia_app.network import NetworkConfig
+from sarcopenia_app.transforms import DEFAULT_PIXDIM_MM
+
+NETWORK = NetworkConfig(channels=(16, 32, 64, 128, 256), res_units=1, dropout=0.1)
+
+
+class MuscleSeg(TaskConfig):
+    """The published model file is ``model/muscle_seg.pt``; training replaces it atomically."""
+
+    def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.labels = {"skeletal_muscle": 1}
+        self.model_path = os.path.join(model_dir, f"{name}.pt")
+
+    def infer(self) -> InferTask:
+        return MuscleSegInfer(self.model_path, self.labels,
+                              "2.5D UNet: skeletal muscle (psoas, paraspinals, quadratus lumborum, abdominal wall)")
+
+    def trainer(self) -> Optional[TrainTask]:
+        return MuscleSegTrain(os.path.join(self.model_dir, self.name), self.model_path, NETWORK, DEFAULT_PIXDIM_MM,
+                              "Fine-tune the muscle network on the datastore's final labels (partial labels allowed)",
+                              config={})

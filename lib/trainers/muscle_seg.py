@@ -1,0 +1,151 @@
+"""MONAI Label train task for the muscle network: fine-tuning from the datastore's final labels.
+
+Partial labels: only slices that hold an annotation are ever sampled or scored; the others are
+unknown, not background. The best model is published atomically with what is needed to rebuild
+it, so a running server never loads a half-written file. `multi_gpu` works on CPU machines too
+(gloo, one process per entry of `gpus`), so the same code scales out on a GPU server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any, Dict
+
+import torch
+from ignite.engine import Events
+from monai.handlers import from_engine
+from monai.inferers import SimpleInferer, SliceInferer
+from monai.losses import DiceCELoss
+from monai.transforms import Activationsd, AsDiscreted, EnsureTyped, RandWeightedCropd, SqueezeDimd
+from monailabel.interfaces.tasks.train import TrainTask  # noqa: F401  (the interface implemented)
+from monailabel.tasks.train.basic_train import BasicTrainTask, Context
+
+from sarcopenia_app.network import NetworkConfig, build_network
+from sarcopenia_app.publish import publish_atomically
+from sarcopenia_app.transforms import (
+    AnnotatedSliceWeightd,
+    CropToAnnotatedSlabd,
+    MaskUnannotatedSlicesd,
+    NeighbourSlicesd,
+    augmentations,
+    load_image_and_label,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class MuscleSegTrain(BasicTrainTask):
+    def __init__(self, model_dir: str, publish_path: str, network_config: NetworkConfig, pixdim_mm: float,
+                 description: str, config: Dict[str, Any]):
+        self.network_config = network_config
+        self.pixdim_mm = pixdim_mm
+        self.model_publish_path = publish_path
+        defaults = {"max_epochs": 20, "lr": 3e-4, "crop_px": 224, "samples_per_volume": 8,
+                    "foreground_weight": 3.0, "val_split": 0.2, "train_batch_size": 1, "val_batch_size": 1,
+                    "multi_gpu": False, "dataset": "CacheDataset", "dataloader": "DataLoader",
+                    "tracking": ["None", "mlflow"]}  # MLflow >= 3.13 refuses the default file store
+        defaults.update(config)
+        # BasicTrainTask's own publisher copies checkpoints non-atomically: it gets no publish path
+        super().__init__(model_dir, description, config=defaults, amp=torch.cuda.is_available(),
+                         load_path=publish_path, publish_path=None, labels={"skeletal_muscle": 1},
+                         disable_meta_tracking=False)
+
+    # ---- what is trained ---------------------------------------------------------------------
+    def network(self, context: Context):
+        return build_network(self.network_config)
+
+    def optimizer(self, context: Context):
+        return torch.optim.AdamW(context.network.parameters(), lr=float(context.request.get("lr", 3e-4)),
+                                 weight_decay=1e-4)
+
+    def loss_function(self, context: Context):
+        return DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True)
+
+    # ---- data ------------------------------------------------------------------------------
+    def train_pre_transforms(self, context: Context):
+        crop = int(context.request.get("crop_px", 224))
+        return [
+            *load_image_and_label(self.pixdim_mm),
+            NeighbourSlicesd("image", self.network_config.neighbour_slices),
+            AnnotatedSliceWeightd("label", "weight", float(context.request.get("foreground_weight", 3.0))),
+            RandWeightedCropd(("image", "label"), w_key="weight", spatial_size=(crop, crop, 1),
+                              num_samples=int(context.request.get("samples_per_volume", 8))),
+            SqueezeDimd(("image", "label"), dim=-1),
+            *augmentations(),
+            EnsureTyped(("image", "label"), track_meta=False),
+        ]
+
+    def train_post_transforms(self, context: Context):
+        return [
+            EnsureTyped("pred"),
+            Activationsd("pred", softmax=True),
+            AsDiscreted(("pred", "label"), argmax=(True, False), to_onehot=2),
+        ]
+
+    def val_pre_transforms(self, context: Context):
+        return [
+            *load_image_and_label(self.pixdim_mm),
+            CropToAnnotatedSlabd(("image", "label"), "label", margin=self.network_config.neighbour_slices),
+            NeighbourSlicesd("image", self.network_config.neighbour_slices),
+        ]
+
+    def val_post_transforms(self, context: Context):
+        return [
+            *self.train_post_transforms(context),
+            MaskUnannotatedSlicesd(("pred", "label"), "label"),
+        ]
+
+    def train_inferer(self, context: Context):
+        return SimpleInferer()
+
+    def val_inferer(self, context: Context):
+        return SliceInferer(roi_size=(256, 256), sw_batch_size=4, spatial_dim=2, overlap=0.25)
+
+    def train_key_metric(self, context: Context):
+        from monai.handlers import MeanDice
+
+        return {self.TRAIN_METRIC_MEAN_DICE: MeanDice(output_transform=from_engine(["pred", "label"]),
+                                                      include_background=False)}
+
+    # ---- publishing --------------------------------------------------------------------------
+    def finalize(self, context: Context):
+        super().finalize(context)
+        if context.local_rank != 0:
+            return
+        engine = context.evaluator or context.trainer
+
+        def publish_if_best(current) -> None:
+            if current.state.best_metric_epoch != context.trainer.state.epoch:
+                return
+            network = context.network.module if hasattr(context.network, "module") else context.network
+            state = {"model": network.state_dict(), "network_config": self.network_config.to_dict(),
+                     "pixdim_mm": self.pixdim_mm, "val_dice": float(current.state.best_metric),
+                     "epoch": int(context.trainer.state.epoch)}
+            publish_atomically(state, self.model_publish_path)
+            logger.info(f"Published {self.model_publish_path} (epoch {state['epoch']}, dice {state['val_dice']:.4f})")
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED, publish_if_best)
+
+    # ---- distributed training without GPUs -------------------------------------------------
+    def __call__(self, request, datastore):
+        if request.get("multi_gpu") and not torch.cuda.is_available():
+            rendezvous = tempfile.NamedTemporaryFile(prefix="muscle_seg_ddp_", delete=False).name
+            os.remove(rendezvous)
+            request = {**request, "distributed_backend": "gloo", "distributed_url": f"file://{rendezvous}",
+                       "gpus": request.get("gpus") or "0,1"}
+        return super().__call__(request, datastore)
+
+    def _device(self, context: Context):
+        if torch.cuda.is_available():
+            return super()._device(context)
+        return torch.device("cpu")
+
+    def _create_network_and_optimizer(self, context: Context):
+        if torch.cuda.is_available() or not context.multi_gpu:
+            return super()._create_network_and_optimizer(context)
+        network = self.network(context).to(context.device)
+        context.network = network
+        optimizer = self.optimizer(context)
+        return torch.nn.parallel.DistributedDataParallel(network), optimizer
