@@ -23,7 +23,7 @@ from lib.configs.muscle_seg import NETWORK  # noqa: E402
 from lib.trainers.muscle_seg import MuscleSegTrain  # noqa: E402
 from monailabel.datastore.local import LocalDatastore  # noqa: E402
 
-from sarcopenia_app.phantom import write_dataset  # noqa: E402
+from sarcopenia_app.phantom import generate_case, write_case  # noqa: E402
 from sarcopenia_app.transforms import DEFAULT_PIXDIM_MM  # noqa: E402
 
 
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--matrix", type=int, default=512, help="in-plane matrix of the generated cases")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", default=str(REPO / "model" / "muscle_seg.pt"))
     parser.add_argument("--work", default="/tmp/sarcopenia_train_work")
@@ -41,8 +42,10 @@ def main() -> None:
 
     data = Path(args.data)
     start = time.perf_counter()
-    if not (data / "truth").exists() or len(list((data / "truth").glob("*.json"))) < args.count:
-        write_dataset(data, count=args.count, seed=args.seed, label_slices="all")
+    for index in range(args.count):  # resumable: cases already written are kept
+        case_id = f"ph{args.seed:05d}_{index:03d}"
+        if not (data / "truth" / f"{case_id}.json").exists():
+            write_case(generate_case(args.seed, index, matrix=args.matrix), data, "nifti", "all", with_label=True)
     print(f"data ready in {time.perf_counter() - start:.0f} s", flush=True)
 
     datastore = LocalDatastore(str(data), extensions=["*.nii.gz"], auto_reload=False)

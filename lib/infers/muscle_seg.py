@@ -5,9 +5,11 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 from monai.data import MetaTensor
-from monai.transforms import EnsureChannelFirstd, LoadImaged
+from monai.transforms import EnsureChannelFirstd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from lib.infers.errors import LoadCTd, reporting_invalid_input
 
 from sarcopenia_app.segment import MuscleModel, load_model, predict_mask
 
@@ -22,6 +24,8 @@ class MuscleSegInfer(BasicInferTask):
         self._loaded: Optional[MuscleModel] = None
         self._loaded_key = None
 
+    __call__ = reporting_invalid_input(BasicInferTask.__call__)
+
     def is_valid(self) -> bool:
         return os.path.exists(self.model_path)
 
@@ -32,7 +36,7 @@ class MuscleSegInfer(BasicInferTask):
         return self._loaded
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
-        return [LoadImaged(keys="image"), EnsureChannelFirstd(keys="image")]
+        return [LoadCTd("image"), EnsureChannelFirstd(keys="image")]
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
         return []

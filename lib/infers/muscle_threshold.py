@@ -5,9 +5,10 @@ from typing import Any, Callable, Dict, Sequence
 import torch
 from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
-from monai.transforms import LoadImaged
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from lib.infers.errors import LoadCTd, reporting_invalid_input
 
 from sarcopenia_app.baseline import segment_muscle_volume
 
@@ -29,11 +30,13 @@ class MuscleThresholdInfer(BasicInferTask):
             description=description,
         )
 
+    __call__ = reporting_invalid_input(BasicInferTask.__call__)
+
     def is_valid(self) -> bool:
         return True  # nothing to load: always available
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
-        return [LoadImaged(keys="image")]
+        return [LoadCTd("image")]
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
         return []

@@ -1,0 +1,38 @@
+"""Checks that an input really is a CT volume in Hounsfield units, with messages a user can act on."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+MIN_SLICES = 1
+MAX_VOXELS = 1024 * 1024 * 1200  # about 2.4 GB as int16; larger volumes are refused, not swapped
+
+
+class InvalidCTError(ValueError):
+    """The input cannot be processed as a CT; the message says why and what to send instead."""
+
+
+def check_ct_array(volume: np.ndarray, spacing_mm: Sequence[float]) -> None:
+    """`volume` without channel axis: (X, Y, Z) in HU."""
+    if volume.ndim != 3:
+        raise InvalidCTError(
+            f"expected a 3D CT volume (X, Y, Z), got an array of shape {tuple(volume.shape)}: "
+            "send a NIfTI/NRRD volume or a whole DICOM series, not a single 2D or colour image")
+    if min(volume.shape[:2]) < 32:
+        raise InvalidCTError(f"axial slices of {volume.shape[0]}x{volume.shape[1]} pixels are too small for a CT")
+    if volume.size > MAX_VOXELS:
+        raise InvalidCTError(f"volume of {volume.size / 1e6:.0f} million voxels exceeds the limit of "
+                             f"{MAX_VOXELS / 1e6:.0f} million: crop it to the abdomen first")
+    spacing = np.asarray(spacing_mm, float)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InvalidCTError(f"voxel spacing {spacing.tolist()} mm is not valid: the header's affine is broken")
+    sample = volume[::4, ::4, :: max(volume.shape[2] // 16, 1)]
+    if not np.all(np.isfinite(sample)):
+        raise InvalidCTError("the volume contains NaN or infinite values")
+    low, high = np.percentile(sample, [1, 99.5])
+    if low > -500 or high < 0 or high > 10000:
+        raise InvalidCTError(
+            f"intensities from {low:.0f} to {high:.0f} do not look like CT in Hounsfield units (air near -1000, "
+            "soft tissue 0..100): is this another modality, or raw values without the DICOM rescale?")

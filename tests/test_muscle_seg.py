@@ -1,0 +1,161 @@
+"""The muscle network's training and inference plumbing, on tiny networks and volumes."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, RandWeightedCropd
+from monailabel.datastore.local import LocalDatastore
+
+from lib.infers.muscle_seg import MuscleSegInfer
+from lib.trainers.muscle_seg import MuscleSegTrain
+from sarcopenia_app.ct_input import InvalidCTError, check_ct_array
+from sarcopenia_app.network import NetworkConfig, build_network
+from sarcopenia_app.phantom import write_dataset
+from sarcopenia_app.publish import publish_atomically
+from sarcopenia_app.transforms import AnnotatedSliceWeightd, MaskUnannotatedSlicesd, neighbour_channels
+
+TINY = NetworkConfig(channels=(4, 8, 16), res_units=0, dropout=0.1)
+PIXDIM_MM = 3.0
+FAST_REQUEST = {"max_epochs": 1, "crop_px": 64, "samples_per_volume": 4, "val_split": 0.34, "dataset": "Dataset",
+                "pretrained": False}
+
+
+@pytest.fixture(scope="module")
+def datastore_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("seg_ds")
+    write_dataset(out, count=3, seed=2, matrix=96, max_slices=16, label_slices="l3")
+    return out
+
+
+def test_neighbour_channels_stack_adjacent_slices():
+    volume = torch.arange(5, dtype=torch.float32).expand(1, 2, 2, 5).clone()
+    stacked = neighbour_channels(volume, 1)
+    assert stacked.shape == (3, 2, 2, 5)
+    assert stacked[:, 0, 0, :].tolist() == [[0, 0, 1, 2, 3], [0, 1, 2, 3, 4], [1, 2, 3, 4, 4]]
+
+
+def test_unannotated_slices_are_never_sampled():
+    """Slice k of the image holds the value k; only slices 3 and 6 carry annotation. If empty
+    slices counted as background, crops from them would appear."""
+    image = torch.arange(10, dtype=torch.float32).expand(1, 24, 24, 10).clone()
+    label = torch.zeros(1, 24, 24, 10)
+    label[0, 8:14, 8:14, 3] = 1
+    label[0, 2:5, 2:5, 6] = 1
+    sample = Compose([AnnotatedSliceWeightd("label", "weight"),
+                      RandWeightedCropd(("image", "label"), w_key="weight", spatial_size=(8, 8, 1), num_samples=60)])
+    sample.set_random_state(0)
+    crops = sample({"image": image, "label": label})
+    assert {int(c["image"].max()) for c in crops} == {3, 6}
+
+
+def test_validation_scores_only_annotated_slices():
+    label = torch.zeros(2, 4, 4, 3)
+    label[0] = 1
+    label[:, :, :, 1] = 0
+    label[1, 1:3, 1:3, 1] = 1
+    label[0, :, :, 1] = 1 - label[1, :, :, 1]
+    pred = torch.zeros_like(label)
+    pred[1] = 1  # muscle everywhere: wrong on unannotated slices 0 and 2, which must not count
+    pred[0] = 0
+    masked = MaskUnannotatedSlicesd(("pred", "label"), "label")({"pred": pred, "label": label})
+    assert masked["pred"][..., 0].sum() == 0 and masked["pred"][..., 2].sum() == 0
+    assert masked["pred"][1, :, :, 1].sum() == 16
+
+
+def test_a_few_training_steps_lower_the_loss(datastore_dir):
+    task = MuscleSegTrain(str(datastore_dir / "work"), str(datastore_dir / "unused.pt"), TINY, PIXDIM_MM, "t", {})
+    context = types.SimpleNamespace(request={"crop_px": 64, "samples_per_volume": 6, "lr": 3e-3})
+    transforms = Compose(task.train_pre_transforms(context))
+    transforms.set_random_state(1)
+    datalist = LocalDatastore(str(datastore_dir), extensions=["*.nii.gz"], auto_reload=False).datalist()
+    crops = [crop for item in datalist for crop in transforms(item)]
+    images = torch.stack([c["image"] for c in crops])
+    labels = torch.stack([c["label"] for c in crops])
+    assert images.shape[1:] == (TINY.in_channels, 64, 64) and labels.sum() > 0
+    torch.manual_seed(0)
+    network = build_network(TINY)
+    context.network = network
+    optimizer = task.optimizer(types.SimpleNamespace(network=network, request=context.request))
+    loss_function = task.loss_function(context)
+    losses = []
+    for _ in range(25):
+        optimizer.zero_grad()
+        loss = loss_function(network(images), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+def _infer(task: MuscleSegInfer, image: Path, out: Path) -> np.ndarray:
+    label_path, _ = task({"image": str(image), "result_extension": ".nii.gz", "device": "cpu"})
+    return np.asarray(nib.load(label_path).dataobj)
+
+
+def test_training_publishes_a_model_that_the_next_inference_loads(datastore_dir, tmp_path):
+    publish = tmp_path / "muscle_seg.pt"
+    task = MuscleSegTrain(str(tmp_path / "work"), str(publish), TINY, PIXDIM_MM, "t", {})
+    datastore = LocalDatastore(str(datastore_dir), extensions=["*.nii.gz"], auto_reload=False)
+    stats = task(dict(FAST_REQUEST), datastore)
+    assert stats["epoch"] == 1 and publish.exists()
+    assert not list(tmp_path.glob(".muscle_seg.pt.*.tmp"))  # no half-written leftovers
+
+    image = sorted(datastore_dir.glob("*.nii.gz"))[0]
+    infer = MuscleSegInfer(str(publish), {"skeletal_muscle": 1}, "t")
+    first = _infer(infer, image, tmp_path)
+    assert first.shape == nib.load(image).shape
+
+    state = torch.load(publish, weights_only=True)
+    final_bias = [k for k in state["model"] if k.endswith("bias")][-1]
+    state["model"][final_bias] = torch.tensor([-50.0, 50.0])  # now every voxel is muscle
+    publish_atomically(state, publish)
+    second = _infer(infer, image, tmp_path)
+    assert second.all() and not np.array_equal(first, second)
+
+
+def test_two_process_gloo_training_on_cpu(datastore_dir, tmp_path):
+    """multi_gpu on a machine without GPUs: two gloo processes share the data."""
+    publish = tmp_path / "ddp.pt"
+    task = MuscleSegTrain(str(tmp_path / "work"), str(publish), TINY, PIXDIM_MM, "t", {})
+    datastore = LocalDatastore(str(datastore_dir), extensions=["*.nii.gz"], auto_reload=False)
+    stats = task({**FAST_REQUEST, "val_split": 0.0, "multi_gpu": True, "gpus": "0,1"}, datastore)
+    labelled = len(datastore.datalist())
+    assert publish.exists()
+    assert stats["total_iterations"] == (labelled + 1) // 2  # each rank saw half of the volumes
+
+
+@pytest.mark.parametrize("volume, spacing, reason", [
+    (np.zeros((64, 64)), (1, 1), "3D CT volume"),
+    (np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(float), (1, 1, 1), "Hounsfield"),
+    (np.full((64, 64, 4), -1000.0), (1, 0, 1), "spacing"),
+    (np.full((64, 64, 4), np.nan), (1, 1, 1), "NaN"),
+    (np.random.default_rng(0).normal(1000, 50, (64, 64, 4)), (1, 1, 1), "Hounsfield"),
+])
+def test_inputs_that_are_not_ct_are_refused_with_a_reason(volume, spacing, reason):
+    with pytest.raises(InvalidCTError, match=reason):
+        check_ct_array(volume, spacing)
+
+
+def test_real_ct_passes_the_check(datastore_dir):
+    image = nib.load(sorted(datastore_dir.glob("*.nii.gz"))[0])
+    check_ct_array(np.asarray(image.dataobj), image.header.get_zooms())
+
+
+def test_probability_map_is_on_the_input_grid_for_any_orientation():
+    from sarcopenia_app.segment import MuscleModel, predict_probability
+
+    model = MuscleModel(build_network(TINY), TINY, PIXDIM_MM)
+    volume = torch.randn(1, 40, 36, 5) * 100
+    affine = torch.tensor([[0.0, -0.8, 0, 10], [-0.9, 0, 0, 5], [0, 0, 2.5, -300], [0, 0, 0, 1]])
+    probability = predict_probability(model, MetaTensor(volume, affine=affine))
+    assert probability.shape == volume.shape
+    assert torch.allclose(probability.affine.float(), affine)
+    slab = predict_probability(model, MetaTensor(volume, affine=affine), z_range=(1, 3))
+    assert slab[..., 0].sum() == 0 and slab[..., 4].sum() == 0 and slab[..., 1:3].sum() > 0
