@@ -52,7 +52,7 @@ def main() -> None:
     task = MuscleSegTrain(args.work, args.out, NETWORK, DEFAULT_PIXDIM_MM, "default model", {})
     start = time.perf_counter()
     stats = task({"max_epochs": args.epochs, "lr": args.lr, "val_split": 0.1, "crop_px": 224,
-                  "samples_per_volume": 8, "pretrained": False, "dataset": "CacheDataset"}, datastore)
+                  "samples_per_volume": 8, "init": "scratch", "dataset": "CacheDataset"}, datastore)
     print(f"trained in {time.perf_counter() - start:.0f} s", flush=True)
     print(json.dumps(stats, default=str, indent=1))
 

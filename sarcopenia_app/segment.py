@@ -13,7 +13,7 @@ from monai.inferers import SliceInferer
 from monai.transforms import Compose, ResampleToMatch, SpatialCrop
 
 from .network import NetworkConfig, build_network
-from .transforms import DEFAULT_PIXDIM_MM, NeighbourSlicesd, to_model_grid, window_hu
+from .transforms import DEFAULT_PIXDIM_MM, NeighbourSlicesd, crop_to_body, to_model_grid, window_hu
 
 ROI_PX = 256
 
@@ -49,7 +49,8 @@ def predict_probability(model: MuscleModel, image_hu: MetaTensor, device: Union[
     if z_range is not None:
         source = SpatialCrop(roi_start=(0, 0, z_range[0]), roi_end=(*image_hu.shape[1:3], z_range[1]))(image_hu)
     data = {"image": MetaTensor(source.float(), affine=source.affine)}
-    data = Compose([*to_model_grid(("image",), model.pixdim_mm, ("bilinear",)), window_hu("image"),
+    data = Compose([*to_model_grid(("image",), model.pixdim_mm, ("bilinear",)), crop_to_body(("image",)),
+                    window_hu("image"),
                     NeighbourSlicesd("image", model.config.neighbour_slices)])(data)
     model_input = data["image"]
     inferer = SliceInferer(roi_size=(ROI_PX, ROI_PX), sw_batch_size=sw_batch_size, spatial_dim=2,

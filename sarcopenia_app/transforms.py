@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import (
+    CropForegroundd,
     EnsureChannelFirstd,
     LoadImaged,
     MapTransform,
@@ -29,6 +30,15 @@ from monai.transforms import (
 
 HU_WINDOW = (-250.0, 350.0)
 DEFAULT_PIXDIM_MM = 1.25
+BODY_MIN_HU = -500.0
+BODY_MARGIN_PX = 8
+
+
+def crop_to_body(keys: Sequence[str], image_key: str = "image") -> CropForegroundd:
+    """In-plane crop to everything denser than air (body, arms, table) over the whole scan:
+    less work, and the network sees the body at a similar place whatever the field of view."""
+    return CropForegroundd(keys, source_key=image_key, select_fn=lambda x: x > BODY_MIN_HU,
+                           margin=(BODY_MARGIN_PX, BODY_MARGIN_PX, 0), allow_smaller=True)
 
 
 def window_hu(keys: KeysCollection = "image") -> ScaleIntensityRanged:
@@ -48,6 +58,7 @@ def load_image_and_label(pixdim_mm: float) -> List:
         LoadImaged(("image", "label"), image_only=False),
         EnsureChannelFirstd(("image", "label")),
         *to_model_grid(("image", "label"), pixdim_mm, ("bilinear", "nearest")),
+        crop_to_body(("image", "label")),
         window_hu("image"),
     ]
 

@@ -24,7 +24,7 @@ from sarcopenia_app.transforms import AnnotatedSliceWeightd, MaskUnannotatedSlic
 TINY = NetworkConfig(channels=(4, 8, 16), res_units=0, dropout=0.1)
 PIXDIM_MM = 3.0
 FAST_REQUEST = {"max_epochs": 1, "crop_px": 64, "samples_per_volume": 4, "val_split": 0.34, "dataset": "Dataset",
-                "pretrained": False}
+                "init": "scratch"}
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,18 @@ def test_probability_map_is_on_the_input_grid_for_any_orientation():
     assert torch.allclose(probability.affine.float(), affine)
     slab = predict_probability(model, MetaTensor(volume, affine=affine), z_range=(1, 3))
     assert slab[..., 0].sum() == 0 and slab[..., 4].sum() == 0 and slab[..., 1:3].sum() > 0
+
+
+def test_training_can_start_from_a_pretrained_encoder(datastore_dir, tmp_path):
+    """Transfer learning: matching tensors come from the encoder file, the network really changes."""
+    donor = build_network(TINY)
+    for parameter in donor.parameters():
+        torch.nn.init.constant_(parameter, 0.5)
+    encoder = tmp_path / "encoder.pt"
+    torch.save({"model": donor.state_dict()}, encoder)
+    task = MuscleSegTrain(str(tmp_path / "work"), str(tmp_path / "m.pt"), TINY, PIXDIM_MM, "t", {}, str(encoder))
+    context = types.SimpleNamespace(request={"init": "encoder"})
+    network = task.network(context)
+    assert all(torch.all(p == 0.5) for p in network.parameters())
+    with pytest.raises(FileNotFoundError):
+        task.network(types.SimpleNamespace(request={"init": "encoder", "encoder_path": str(tmp_path / "none.pt")}))

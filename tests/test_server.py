@@ -244,3 +244,26 @@ def test_the_offline_guard_catches_network_access(server, tmp_path):
 def test_nothing_tried_to_reach_the_network(server):
     attempts = server.network_log.read_text().strip() if server.network_log.exists() else ""
     assert attempts == "", f"network access attempted:\n{attempts}"
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("scan.nii.gz", b"this is not a NIfTI file", "could not read the image"),
+    ("slice.nii.gz", None, "3D CT volume"),
+    ("mr.nii.gz", "mr", "Hounsfield"),
+])
+def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(server, tmp_path, name, content, reason):
+    path = tmp_path / name
+    if content is None:  # a single 2D image
+        nib.save(nib.Nifti1Image(np.zeros((64, 64), np.int16), np.eye(4)), path)
+    elif content == "mr":  # MR-like intensities: no air near -1000 HU
+        mr = np.random.default_rng(0).integers(0, 1200, (64, 64, 8)).astype(np.int16)
+        nib.save(nib.Nifti1Image(mr, np.eye(4)), path)
+    else:
+        path.write_bytes(content)
+    with open(path, "rb") as f:
+        response = server.http.post(f"{server.url}/infer/muscle_threshold", files={"file": (name, f)}, timeout=60)
+    assert response.status_code == 422, response.text
+    assert reason in response.json()["detail"]
+    assert server.http.get(f"{server.url}/info/", timeout=10).status_code == 200
+    stats = server.http.get(f"{server.url}/datastore/", params={"output": "stats"}).json()
+    assert stats["total"] == len(server.image_ids)

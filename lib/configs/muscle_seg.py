@@ -22,6 +22,7 @@ class MuscleSeg(TaskConfig):
         super().init(name, model_dir, conf, planner, **kwargs)
         self.labels = {"skeletal_muscle": 1}
         self.model_path = os.path.join(model_dir, f"{name}.pt")
+        self.encoder_path = os.path.join(model_dir, f"{name}_encoder.pt")  # written by self-supervised pretraining
 
     def infer(self) -> InferTask:
         return MuscleSegInfer(self.model_path, self.labels,
@@ -30,4 +31,4 @@ class MuscleSeg(TaskConfig):
     def trainer(self) -> Optional[TrainTask]:
         return MuscleSegTrain(os.path.join(self.model_dir, self.name), self.model_path, NETWORK, DEFAULT_PIXDIM_MM,
                               "Fine-tune the muscle network on the datastore's final labels (partial labels allowed)",
-                              config={})
+                              config={}, encoder_path=self.encoder_path)

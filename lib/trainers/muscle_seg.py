@@ -18,6 +18,7 @@ from ignite.engine import Events
 from monai.handlers import from_engine
 from monai.inferers import SimpleInferer, SliceInferer
 from monai.losses import DiceCELoss
+from monai.networks.utils import copy_model_state
 from monai.transforms import Activationsd, AsDiscreted, EnsureTyped, RandWeightedCropd, SqueezeDimd
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: F401  (the interface implemented)
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
@@ -38,11 +39,14 @@ logger = logging.getLogger(__name__)
 
 class MuscleSegTrain(BasicTrainTask):
     def __init__(self, model_dir: str, publish_path: str, network_config: NetworkConfig, pixdim_mm: float,
-                 description: str, config: Dict[str, Any]):
+                 description: str, config: Dict[str, Any], encoder_path: str = ""):
         self.network_config = network_config
+        self.encoder_path = encoder_path
         self.pixdim_mm = pixdim_mm
         self.model_publish_path = publish_path
-        defaults = {"max_epochs": 20, "lr": 3e-4, "crop_px": 224, "samples_per_volume": 8,
+        # init: "current" = the published model (fine-tuning), "encoder" = a self-supervised
+        # encoder (transfer learning), "scratch" = random weights
+        defaults = {"init": ["current", "encoder", "scratch"], "max_epochs": 20, "lr": 3e-4, "crop_px": 224, "samples_per_volume": 8,
                     "foreground_weight": 3.0, "val_split": 0.2, "train_batch_size": 1, "val_batch_size": 1,
                     "multi_gpu": False, "dataset": "CacheDataset", "dataloader": "DataLoader",
                     "tracking": ["None", "mlflow"]}  # MLflow >= 3.13 refuses the default file store
@@ -54,7 +58,24 @@ class MuscleSegTrain(BasicTrainTask):
 
     # ---- what is trained ---------------------------------------------------------------------
     def network(self, context: Context):
-        return build_network(self.network_config)
+        network = build_network(self.network_config)
+        if self._init(context) == "encoder":
+            path = context.request.get("encoder_path") or self.encoder_path
+            if not path or not os.path.exists(path):
+                raise FileNotFoundError(f"init=encoder needs a pretrained encoder file; none at {path!r}")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            _, loaded, skipped = copy_model_state(network, state.get("model", state))
+            logger.info(f"Encoder {path}: {len(loaded)} tensors loaded, skipped: {skipped}")
+        return network
+
+    @staticmethod
+    def _init(context: Context) -> str:
+        init = context.request.get("init", "current")
+        return init[0] if isinstance(init, list) else init
+
+    def _load_checkpoint(self, context: Context, train_handlers):
+        if self._init(context) == "current":
+            super()._load_checkpoint(context, train_handlers)
 
     def optimizer(self, context: Context):
         return torch.optim.AdamW(context.network.parameters(), lr=float(context.request.get("lr", 3e-4)),

@@ -1,0 +1,132 @@
+"""Accuracy of the muscle model and the classical baseline on held-out phantoms, and inference
+speed and memory from file to mask.
+
+    python benchmarks/eval_muscle.py --model model/muscle_seg.pt --seed 2000 --count 20
+    python benchmarks/eval_muscle.py --model model/muscle_seg.pt --speed
+
+Held-out cases use seeds the default model never saw (it trains on 1000+) and the generator's
+full variation; cases without L3 are counted and skipped. Dice is computed on the mid-L3 slice
+and over the slices of the L3 body; SMA error is the absolute percentage error of the mask area on
+the mid-L3 slice against the truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sarcopenia_app.baseline import segment_muscle_volume  # noqa: E402
+from sarcopenia_app.phantom import generate_case  # noqa: E402
+from sarcopenia_app.phantom.writer import stored_layout, write_nifti  # noqa: E402
+from sarcopenia_app.segment import load_model, predict_mask  # noqa: E402
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    denominator = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / denominator) if denominator else 1.0
+
+
+def evaluate(model_path: str, seed: int, count: int) -> None:
+    model = load_model(model_path)
+    rows = []
+    for index in range(count):
+        case = generate_case(seed, index)
+        k = case.l3_mid_index
+        if k is None:
+            print(f"{case.case_id}: no L3 in the scan, skipped", flush=True)
+            continue
+        affine, to_stored = stored_layout(case, case.acquisition.orientation)
+        hu, truth = to_stored(case.hu), to_stored(case.muscle)
+        first, last = min(case.level_slices("L3")), max(case.level_slices("L3"))
+        z0, z1 = max(first - 1, 0), min(last + 2, hu.shape[2])
+        image = MetaTensor(torch.from_numpy(hu[None].astype(np.float32)), affine=torch.from_numpy(affine))
+        start = time.perf_counter()
+        net = predict_mask(model, image, z_range=(z0, z1))
+        net_s = time.perf_counter() - start
+        spacing = case.spacing_mm
+        base = np.zeros_like(truth)
+        base[:, :, z0:z1] = segment_muscle_volume(hu[:, :, z0:z1], list(spacing))
+        area = spacing[0] * spacing[1] / 100.0
+        truth_sma = truth[:, :, k].sum() * area
+        row = {"case": case.case_id, "sex": case.patient.sex, "bmi": round(case.patient.bmi, 1),
+               "phase": case.acquisition.contrast_phase, "arms": case.patient.arms, "truth_sma_cm2": round(truth_sma, 1)}
+        for name, mask in (("net", net), ("baseline", base)):
+            row[f"{name}_dice_mid"] = dice(mask[:, :, k], truth[:, :, k])
+            row[f"{name}_dice_slab"] = dice(mask[:, :, first:last + 1], truth[:, :, first:last + 1])
+            row[f"{name}_sma_ape"] = abs(mask[:, :, k].sum() * area - truth_sma) / truth_sma * 100
+        row["net_slab_s"] = net_s
+        rows.append(row)
+        print(json.dumps({key: (round(v, 4) if isinstance(v, float) else v) for key, v in row.items()}), flush=True)
+    print(f"\n## Held-out phantoms: seed {seed}, {len(rows)} of {count} cases have L3\n")
+    print("| method | Dice mid-L3 median (min) | Dice L3 slab median (min) | SMA error median | SMA error 95th pct |")
+    print("|---|---|---|---|---|")
+    for name, label in (("net", "muscle_seg (network)"), ("baseline", "muscle_threshold (classical)")):
+        mid = np.array([r[f"{name}_dice_mid"] for r in rows])
+        slab = np.array([r[f"{name}_dice_slab"] for r in rows])
+        ape = np.array([r[f"{name}_sma_ape"] for r in rows])
+        print(f"| {label} | {np.median(mid):.3f} ({mid.min():.3f}) | {np.median(slab):.3f} ({slab.min():.3f}) "
+              f"| {np.median(ape):.1f} % | {np.percentile(ape, 95):.1f} % |")
+
+
+def measure_one(model_path: str, image_path: str) -> None:
+    """Runs in its own process so that peak memory belongs to one inference."""
+    start = time.perf_counter()
+    img = nib.load(image_path)
+    volume = np.asarray(img.dataobj, dtype=np.float32)
+    image = MetaTensor(torch.from_numpy(volume[None]), affine=torch.from_numpy(img.affine))
+    model = load_model(model_path)
+    mask = predict_mask(model, image)
+    nib.save(nib.Nifti1Image(mask, img.affine), str(Path(image_path).with_suffix(".mask.nii.gz")))
+    elapsed = time.perf_counter() - start
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    print(json.dumps({"shape": list(volume.shape), "seconds": round(elapsed, 1), "peak_rss_gib": round(peak_gib, 2),
+                      "threads": torch.get_num_threads()}))
+
+
+def speed(model_path: str) -> None:
+    print("## Inference from file to mask on this machine (whole volume)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for slices in (100, 300):
+            case = generate_case(77, 0, max_slices=slices, acquisition_overrides={
+                "coverage": "chest_abdomen_pelvis", "slice_spacing_mm": 1.25, "slice_thickness_mm": 1.25})
+            affine, to_stored = stored_layout(case, "LPS")
+            path = Path(tmp) / f"ct_{slices}.nii.gz"
+            write_nifti(path, to_stored(case.hu), affine)
+            out = subprocess.run([sys.executable, __file__, "--model", model_path, "--measure", str(path)],
+                                 capture_output=True, text=True, check=True)
+            print(out.stdout.strip().splitlines()[-1], flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=str(REPO / "model" / "muscle_seg.pt"))
+    parser.add_argument("--seed", type=int, default=2000)
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measure_one(args.model, args.measure)
+    elif args.speed:
+        speed(args.model)
+    else:
+        evaluate(args.model, args.seed, args.count)
+
+
+if __name__ == "__main__":
+    main()
