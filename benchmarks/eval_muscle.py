@@ -41,46 +41,61 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / denominator) if denominator else 1.0
 
 
-def evaluate(model_path: str, seed: int, count: int) -> None:
-    model = load_model(model_path)
-    rows = []
+def held_out_cases(seed: int, count: int):
+    """Cases with L3 among `count` draws of `seed` (the others are reported and skipped)."""
     for index in range(count):
         case = generate_case(seed, index)
-        k = case.l3_mid_index
-        if k is None:
+        if case.l3_mid_index is None:
             print(f"{case.case_id}: no L3 in the scan, skipped", flush=True)
             continue
-        affine, to_stored = stored_layout(case, case.acquisition.orientation)
-        hu, truth = to_stored(case.hu), to_stored(case.muscle)
-        first, last = min(case.level_slices("L3")), max(case.level_slices("L3"))
-        z0, z1 = max(first - 1, 0), min(last + 2, hu.shape[2])
+        yield case
+
+
+def score_case(case, model) -> dict:
+    """Dice and SMA error of the network (if given) and the baseline on the L3 slab of one case."""
+    k = case.l3_mid_index
+    affine, to_stored = stored_layout(case, case.acquisition.orientation)
+    hu, truth = to_stored(case.hu), to_stored(case.muscle)
+    first, last = min(case.level_slices("L3")), max(case.level_slices("L3"))
+    z0, z1 = max(first - 1, 0), min(last + 2, hu.shape[2])
+    masks = {}
+    if model is not None:
         image = MetaTensor(torch.from_numpy(hu[None].astype(np.float32)), affine=torch.from_numpy(affine))
-        start = time.perf_counter()
-        net = predict_mask(model, image, z_range=(z0, z1))
-        net_s = time.perf_counter() - start
-        spacing = case.spacing_mm
-        base = np.zeros_like(truth)
-        base[:, :, z0:z1] = segment_muscle_volume(hu[:, :, z0:z1], list(spacing))
-        area = spacing[0] * spacing[1] / 100.0
-        truth_sma = truth[:, :, k].sum() * area
-        row = {"case": case.case_id, "sex": case.patient.sex, "bmi": round(case.patient.bmi, 1),
-               "phase": case.acquisition.contrast_phase, "arms": case.patient.arms, "truth_sma_cm2": round(truth_sma, 1)}
-        for name, mask in (("net", net), ("baseline", base)):
-            row[f"{name}_dice_mid"] = dice(mask[:, :, k], truth[:, :, k])
-            row[f"{name}_dice_slab"] = dice(mask[:, :, first:last + 1], truth[:, :, first:last + 1])
-            row[f"{name}_sma_ape"] = abs(mask[:, :, k].sum() * area - truth_sma) / truth_sma * 100
-        row["net_slab_s"] = net_s
-        rows.append(row)
-        print(json.dumps({key: (round(v, 4) if isinstance(v, float) else v) for key, v in row.items()}), flush=True)
-    print(f"\n## Held-out phantoms: seed {seed}, {len(rows)} of {count} cases have L3\n")
-    print("| method | Dice mid-L3 median (min) | Dice L3 slab median (min) | SMA error median | SMA error 95th pct |")
-    print("|---|---|---|---|---|")
-    for name, label in (("net", "muscle_seg (network)"), ("baseline", "muscle_threshold (classical)")):
+        masks["net"] = predict_mask(model, image, z_range=(z0, z1))
+    baseline = np.zeros_like(truth)
+    baseline[:, :, z0:z1] = segment_muscle_volume(hu[:, :, z0:z1], list(case.spacing_mm))
+    masks["baseline"] = baseline
+    area = case.spacing_mm[0] * case.spacing_mm[1] / 100.0
+    truth_sma = truth[:, :, k].sum() * area
+    row = {"case": case.case_id, "sex": case.patient.sex, "bmi": round(case.patient.bmi, 1),
+           "phase": case.acquisition.contrast_phase, "arms": case.patient.arms, "truth_sma_cm2": round(truth_sma, 1)}
+    for name, mask in masks.items():
+        row[f"{name}_dice_mid"] = dice(mask[:, :, k], truth[:, :, k])
+        row[f"{name}_dice_slab"] = dice(mask[:, :, first:last + 1], truth[:, :, first:last + 1])
+        row[f"{name}_sma_ape"] = abs(mask[:, :, k].sum() * area - truth_sma) / truth_sma * 100
+    return row
+
+
+def summary_table(rows, methods) -> str:
+    lines = ["| method | Dice mid-L3 median (min) | Dice L3 slab median (min) | SMA error median | SMA error 95th pct |",
+             "|---|---|---|---|---|"]
+    for name, label in methods:
         mid = np.array([r[f"{name}_dice_mid"] for r in rows])
         slab = np.array([r[f"{name}_dice_slab"] for r in rows])
         ape = np.array([r[f"{name}_sma_ape"] for r in rows])
-        print(f"| {label} | {np.median(mid):.3f} ({mid.min():.3f}) | {np.median(slab):.3f} ({slab.min():.3f}) "
-              f"| {np.median(ape):.1f} % | {np.percentile(ape, 95):.1f} % |")
+        lines.append(f"| {label} | {np.median(mid):.3f} ({mid.min():.3f}) | {np.median(slab):.3f} ({slab.min():.3f}) "
+                     f"| {np.median(ape):.1f} % | {np.percentile(ape, 95):.1f} % |")
+    return "\n".join(lines)
+
+
+def evaluate(model_path: str, seed: int, count: int) -> None:
+    model = load_model(model_path)
+    rows = []
+    for case in held_out_cases(seed, count):
+        rows.append(score_case(case, model))
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
+    print(f"\n## Held-out phantoms: seed {seed}, {len(rows)} of {count} cases have L3\n")
+    print(summary_table(rows, (("net", "muscle_seg (network)"), ("baseline", "muscle_threshold (classical)"))))
 
 
 def measure_one(model_path: str, image_path: str) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -117,17 +121,41 @@ def test_training_publishes_a_model_that_the_next_inference_loads(datastore_dir,
     state["model"][final_bias] = torch.tensor([-50.0, 50.0])  # now every voxel is muscle
     publish_atomically(state, publish)
     second = _infer(infer, image, tmp_path)
-    assert second.all() and not np.array_equal(first, second)
+    body = np.asarray(nib.load(image).dataobj) > -500
+    assert second[body].all() and not np.array_equal(first, second)
+
+
+DDP_SCRIPT = """
+import json, sys
+from monailabel.datastore.local import LocalDatastore
+from lib.trainers.muscle_seg import MuscleSegTrain
+from sarcopenia_app.network import NetworkConfig
+
+if __name__ == "__main__":
+    data, work, request = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    tiny = NetworkConfig(channels=(4, 8, 16), res_units=0, dropout=0.1)
+    task = MuscleSegTrain(work + "/run", work + "/ddp.pt", tiny, 3.0, "t", {})
+    stats = task(request, LocalDatastore(data, extensions=["*.nii.gz"], auto_reload=False))
+    print(json.dumps({"total_iterations": stats["total_iterations"]}))
+"""
 
 
 def test_two_process_gloo_training_on_cpu(datastore_dir, tmp_path):
-    """multi_gpu on a machine without GPUs: two gloo processes share the data."""
-    publish = tmp_path / "ddp.pt"
-    task = MuscleSegTrain(str(tmp_path / "work"), str(publish), TINY, PIXDIM_MM, "t", {})
-    datastore = LocalDatastore(str(datastore_dir), extensions=["*.nii.gz"], auto_reload=False)
-    stats = task({**FAST_REQUEST, "val_split": 0.0, "multi_gpu": True, "gpus": "0,1"}, datastore)
-    labelled = len(datastore.datalist())
-    assert publish.exists()
+    """multi_gpu on a machine without GPUs: two gloo processes share the data. Run in a fresh
+    interpreter, as the server runs training, so that spawned workers can import the task."""
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    request = {**FAST_REQUEST, "val_split": 0.0, "multi_gpu": True, "gpus": "0,1"}
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script), str(datastore_dir), str(tmp_path), json.dumps(request)],
+                          cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stderr + done.stdout
+    assert "Main Worker: 0" in log and "Main Worker: 1" in log  # two spawned ranks
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    labelled = len(LocalDatastore(str(datastore_dir), extensions=["*.nii.gz"], auto_reload=False).datalist())
+    assert (tmp_path / "ddp.pt").exists()
     assert stats["total_iterations"] == (labelled + 1) // 2  # each rank saw half of the volumes
 
 

@@ -15,11 +15,11 @@ from typing import Any, Dict
 
 import torch
 from ignite.engine import Events
-from monai.handlers import from_engine
+from monai.handlers import LrScheduleHandler, from_engine
 from monai.inferers import SimpleInferer, SliceInferer
 from monai.losses import DiceCELoss
 from monai.networks.utils import copy_model_state
-from monai.transforms import Activationsd, AsDiscreted, EnsureTyped, RandWeightedCropd, SqueezeDimd
+from monai.transforms import Activationsd, AsDiscreted, EnsureTyped, RandWeightedCropd, SpatialPadd, SqueezeDimd
 from monailabel.interfaces.tasks.train import TrainTask  # noqa: F401  (the interface implemented)
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
@@ -81,6 +81,12 @@ class MuscleSegTrain(BasicTrainTask):
         return torch.optim.AdamW(context.network.parameters(), lr=float(context.request.get("lr", 3e-4)),
                                  weight_decay=1e-4)
 
+    def lr_scheduler_handler(self, context: Context):
+        """Cosine decay to the end of the run: the last epochs polish boundaries, which is what SMA needs."""
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(context.optimizer, T_max=max(context.max_epochs, 1),
+                                                              eta_min=1e-5)
+        return LrScheduleHandler(schedule, print_lr=True)
+
     def loss_function(self, context: Context):
         return DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True)
 
@@ -91,6 +97,7 @@ class MuscleSegTrain(BasicTrainTask):
             *load_image_and_label(self.pixdim_mm),
             NeighbourSlicesd("image", self.network_config.neighbour_slices),
             AnnotatedSliceWeightd("label", "weight", float(context.request.get("foreground_weight", 3.0))),
+            SpatialPadd(("image", "label", "weight"), spatial_size=(crop, crop, -1)),  # slim patients
             RandWeightedCropd(("image", "label"), w_key="weight", spatial_size=(crop, crop, 1),
                               num_samples=int(context.request.get("samples_per_volume", 8))),
             SqueezeDimd(("image", "label"), dim=-1),
