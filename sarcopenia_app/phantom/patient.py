@@ -80,7 +80,7 @@ def sample_acquisition(rng: np.random.Generator, patient: Patient) -> Acquisitio
     coverage = str(rng.choice(COVERAGES, p=[0.42, 0.2, 0.18, 0.1, 0.1]))
     spacing = float(rng.choice(SLICE_SPACINGS_MM))
     # bigger patients are noisier at the same dose
-    noise = float(np.clip(rng.uniform(8.0, 30.0) * (1.0 + 0.025 * max(patient.bmi - 25.0, 0.0)), 8.0, 40.0))
+    noise = float(np.clip(rng.uniform(10.0, 30.0) * (1.0 + 0.025 * max(patient.bmi - 25.0, 0.0)), 10.0, 40.0))
     return Acquisition(
         contrast_phase=phase,
         coverage=coverage,
