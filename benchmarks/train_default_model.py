@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--matrix", type=int, default=512, help="in-plane matrix of the generated cases")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--init", choices=("scratch", "current"), default="scratch",
+                        help="current: continue from the model file at --out")
+    parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--out", default=str(REPO / "model" / "muscle_seg.pt"))
     parser.add_argument("--work", default="/tmp/sarcopenia_train_work")
     args = parser.parse_args()
@@ -49,10 +52,10 @@ def main() -> None:
     print(f"data ready in {time.perf_counter() - start:.0f} s", flush=True)
 
     datastore = LocalDatastore(str(data), extensions=["*.nii.gz"], auto_reload=False)
-    task = MuscleSegTrain(args.work, args.out, NETWORK, DEFAULT_PIXDIM_MM, "default model", {})
+    task = MuscleSegTrain(str(Path(args.work) / args.init), args.out, NETWORK, DEFAULT_PIXDIM_MM, "default model", {})
     start = time.perf_counter()
-    stats = task({"max_epochs": args.epochs, "lr": args.lr, "val_split": 0.1, "crop_px": 224,
-                  "samples_per_volume": 8, "init": "scratch", "dataset": "CacheDataset"}, datastore)
+    stats = task({"max_epochs": args.epochs, "lr": args.lr, "val_split": 0.1, "crop_px": args.crop,
+                  "samples_per_volume": 8, "init": args.init, "dataset": "CacheDataset"}, datastore)
     print(f"trained in {time.perf_counter() - start:.0f} s", flush=True)
     print(json.dumps(stats, default=str, indent=1))
 

@@ -19,6 +19,7 @@ def publish_atomically(state: Dict[str, Any], path: Union[str, Path]) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the server may run as another user
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

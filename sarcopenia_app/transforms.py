@@ -29,7 +29,7 @@ from monai.transforms import (
 )
 
 HU_WINDOW = (-250.0, 350.0)
-DEFAULT_PIXDIM_MM = 1.25
+DEFAULT_PIXDIM_MM = 1.0
 BODY_MIN_HU = -500.0
 BODY_MARGIN_PX = 8
 
