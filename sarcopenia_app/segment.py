@@ -15,7 +15,7 @@ from monai.transforms import Compose, ResampleToMatch, SpatialCrop
 from .network import NetworkConfig, build_network
 from .transforms import DEFAULT_PIXDIM_MM, NeighbourSlicesd, crop_to_body, to_model_grid, window_hu
 
-ROI_PX = 256
+DIVISOR_PX = 16  # the UNet halves the slice four times
 
 
 @dataclass
@@ -53,8 +53,10 @@ def predict_probability(model: MuscleModel, image_hu: MetaTensor, device: Union[
                     window_hu("image"),
                     NeighbourSlicesd("image", model.config.neighbour_slices)])(data)
     model_input = data["image"]
-    inferer = SliceInferer(roi_size=(ROI_PX, ROI_PX), sw_batch_size=sw_batch_size, spatial_dim=2,
-                           overlap=0.25, mode="gaussian", progress=False)
+    # one window covering the whole (body-cropped) slice: no overlapping windows to pay for
+    roi = [int(np.ceil(size / DIVISOR_PX) * DIVISOR_PX) for size in model_input.shape[1:3]]
+    inferer = SliceInferer(roi_size=roi, sw_batch_size=sw_batch_size, spatial_dim=2, overlap=0.0,
+                           progress=False)
     model.network.eval()
     with torch.no_grad():
         logits = inferer(model_input.as_tensor()[None].to(device), model.network)
