@@ -55,8 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     data = Path(args.data)
     if not (data / "labels" / "final").exists():
-        write_dataset(data, count=8, seed=3000, label_slices="l3", labelled=8)
-    # seed 3000 may draw cases without L3: they have no label and do not count
+        # draws without L3 get no label: draw more cases than needed, label the first 8 with L3
+        write_dataset(data, count=12, seed=3000, label_slices="l3", labelled=8)
     labelled = len(list((data / "labels" / "final").glob("*.nii.gz")))
     results = {}
     for init in ("current", "scratch"):
