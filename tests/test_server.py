@@ -4,7 +4,6 @@ The server runs offline: a start-up hook refuses and records every attempt to re
 another machine or the (dead) proxy, in the server and in any subprocess it starts.
 """
 
-import json
 import os
 import signal
 import socket

@@ -15,12 +15,11 @@ from typing import Any, Dict
 
 import torch
 from ignite.engine import Events
-from monai.handlers import LrScheduleHandler, from_engine
-from monai.inferers import SimpleInferer, SliceInferer
+from monai.handlers import LrScheduleHandler
+from monai.inferers import SliceInferer
 from monai.losses import DiceCELoss
 from monai.networks.utils import copy_model_state
 from monai.transforms import Activationsd, AsDiscreted, EnsureTyped, RandWeightedCropd, SpatialPadd, SqueezeDimd
-from monailabel.interfaces.tasks.train import TrainTask  # noqa: F401  (the interface implemented)
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
 from sarcopenia_app.network import NetworkConfig, build_network
@@ -125,17 +124,8 @@ class MuscleSegTrain(BasicTrainTask):
             MaskUnannotatedSlicesd(("pred", "label"), "label"),
         ]
 
-    def train_inferer(self, context: Context):
-        return SimpleInferer()
-
     def val_inferer(self, context: Context):
         return SliceInferer(roi_size=(256, 256), sw_batch_size=4, spatial_dim=2, overlap=0.25)
-
-    def train_key_metric(self, context: Context):
-        from monai.handlers import MeanDice
-
-        return {self.TRAIN_METRIC_MEAN_DICE: MeanDice(output_transform=from_engine(["pred", "label"]),
-                                                      include_background=False)}
 
     # ---- publishing --------------------------------------------------------------------------
     def finalize(self, context: Context):

@@ -12,7 +12,7 @@ from typing import Iterable, Optional, Protocol, Tuple
 
 import numpy as np
 
-from .labels import Anatomy, Tissue
+from .labels import Tissue
 
 BBox = Tuple[slice, slice]
 

@@ -7,7 +7,7 @@ cavity outline from the torso clips the organs and nothing spills into muscle.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 
