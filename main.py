@@ -10,7 +10,7 @@ import importlib
 import logging
 import os
 from importlib.metadata import version
-from typing import Dict, List, Type, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, Union
 
 import lib.configs
 from monailabel.interfaces.app import MONAILabelApp
@@ -75,26 +75,21 @@ class SarcopeniaApp(MONAILabelApp):
             version=version("sarcopenia-app"),
         )
 
-    def init_infers(self) -> Dict[str, InferTask]:
-        infers: Dict[str, InferTask] = {}
+    def _collect(self, task_of: Callable[[TaskConfig], Any], tasks: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Every selected model's task(s) of one kind, by name."""
+        tasks = dict(tasks or {})
         for name, config in self.models.items():
-            infers.update(by_name(config.infer(), name))
-        return infers
+            tasks.update(by_name(task_of(config), name))
+        return tasks
+
+    def init_infers(self) -> Dict[str, InferTask]:
+        return self._collect(lambda config: config.infer())
 
     def init_trainers(self) -> Dict[str, TrainTask]:
-        trainers: Dict[str, TrainTask] = {}
-        for name, config in self.models.items():
-            trainers.update(by_name(config.trainer(), name))
-        return trainers
+        return self._collect(lambda config: config.trainer())
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        strategies: Dict[str, Strategy] = {"random": Random(), "first": First()}
-        for name, config in self.models.items():
-            strategies.update(by_name(config.strategy(), name))
-        return strategies
+        return self._collect(lambda config: config.strategy(), {"random": Random(), "first": First()})
 
     def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
-        methods: Dict[str, ScoringMethod] = {}
-        for name, config in self.models.items():
-            methods.update(by_name(config.scoring_method(), name))
-        return methods
+        return self._collect(lambda config: config.scoring_method())

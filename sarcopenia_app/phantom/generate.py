@@ -8,12 +8,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .canvas import Canvas
-from .labels import Anatomy, TRUNK_MUSCLES
+from .labels import TRUNK_MUSCLES
 from .patient import Acquisition, Patient, sample_acquisition, sample_patient
 from .profiles import PHI_BINS
 from .render import Renderer
 from .skeleton import Skeleton
-from .spine import LEVEL_NAMES, Spine
+from .spine import Spine
 from .torso import IntramuscularFat, Torso
 from .viscera import Viscera
 
@@ -172,5 +172,3 @@ def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int 
         spine=spine,
     )
 
-
-__all__ = ["PhantomCase", "generate_case", "LEVEL_NAMES", "Anatomy"]
