@@ -13,8 +13,11 @@ from importlib.metadata import version
 from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, Union
 
 import lib.configs
+import lib.endpoints
+from lib.datastore.dicomweb import for_this_app
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -93,3 +96,12 @@ class SarcopeniaApp(MONAILabelApp):
 
     def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
         return self._collect(lambda config: config.scoring_method())
+
+    def init_datastore(self) -> Datastore:
+        """With ``--studies http...``: our DICOMweb datastore (lib/datastore/dicomweb.py)."""
+        label_names = {name: value for config in self.models.values() for name, value in config.labels.items()}
+        return for_this_app(super().init_datastore(), label_names)
+
+    def on_init_complete(self):
+        super().on_init_complete()
+        lib.endpoints.install_for(self)  # server only: train subprocesses never call this hook

@@ -23,6 +23,17 @@ def _phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pacs_upload(args: argparse.Namespace) -> int:
+    from .dicomweb_upload import upload_folder
+
+    report = upload_folder(args.dicomweb, Path(args.folder))
+    for path, reason in report.refused:
+        print(f"refused {path}: {reason}", file=sys.stderr)
+    print(f"stored {len(report.stored)} DICOM file(s), refused {len(report.refused)}, "
+          f"{len(report.not_dicom)} other file(s) left alone", file=sys.stderr)
+    return 1 if report.refused else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sarcopenia", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--matrix", type=int, default=512, help="in-plane matrix size (default 512)")
     ph.add_argument("--max-slices", type=int, default=160)
     ph.set_defaults(func=_phantom)
+    up = sub.add_parser("pacs-upload", help="send the DICOM files of a folder to a PACS over DICOMweb (STOW-RS)")
+    up.add_argument("folder", help="folder searched recursively for DICOM files")
+    up.add_argument("--dicomweb", default="http://127.0.0.1:8042/dicom-web", help="DICOMweb root of the PACS")
+    up.set_defaults(func=_pacs_upload)
     return parser
 
 

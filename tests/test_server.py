@@ -1,15 +1,8 @@
-"""The real MONAI Label server with this app, started once on a small temporary datastore.
+"""The real MONAI Label server with this app, started once on a small temporary datastore,
+offline (see servers.py)."""
 
-The server runs offline: a start-up hook refuses and records every attempt to reach
-another machine or the (dead) proxy, in the server and in any subprocess it starts.
-"""
-
-import os
-import signal
-import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -18,57 +11,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import requests
+from servers import REPO, direct_http, offline_env, running_server
 from synthetic_abdomen import abdomen_slice
 
 from sarcopenia_app.phantom import write_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 30.0
 IMAGE_IDS = ("case_a", "case_b", "case_c")
 LABELLED_IDS = ("case_a",)
 SLICE_COUNT = 4
 PIXEL_SPACING_MM = (0.9, 0.8)
 SLICE_THICKNESS_MM = 5.0
-
-# Python imports `sitecustomize` at start-up from PYTHONPATH, in every process.
-OFFLINE_GUARD = textwrap.dedent(
-    """
-    import os
-    import socket
-
-    _LOCAL_HOSTS = {"127.0.0.1", "::1", "localhost", "0.0.0.0", None}
-    _DEAD_PROXY = ("127.0.0.1", int(os.environ["DEAD_PROXY_PORT"]))
-    _log_path = os.environ["NETWORK_ATTEMPTS_LOG"]
-
-
-    def _refuse(host):
-        with open(_log_path, "a") as log:
-            log.write(f"pid {os.getpid()}: {host}\\n")
-        raise OSError(f"network disabled in this test: {host}")
-
-
-    _connect = socket.socket.connect
-    _getaddrinfo = socket.getaddrinfo
-
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            if address[0] not in _LOCAL_HOSTS or tuple(address[:2]) == _DEAD_PROXY:
-                _refuse(address)
-        return _connect(self, address)
-
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in _LOCAL_HOSTS:
-            _refuse(host)
-        return _getaddrinfo(host, *args, **kwargs)
-
-
-    socket.socket.connect = connect
-    socket.getaddrinfo = getaddrinfo
-    """
-)
 
 
 class Server(NamedTuple):
@@ -80,12 +32,6 @@ class Server(NamedTuple):
     start_s: float
     image_ids: tuple
     labelled_ids: tuple
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def write_datastore(studies: Path) -> tuple:
@@ -106,87 +52,16 @@ def write_datastore(studies: Path) -> tuple:
     return image_ids, labelled_ids
 
 
-def offline_env(tmp: Path) -> dict:
-    """Caches and home in ``tmp``; proxies point at a closed port; the offline guard is on."""
-    guard_dir = tmp / "guard"
-    guard_dir.mkdir()
-    (guard_dir / "sitecustomize.py").write_text(OFFLINE_GUARD)
-    dead_proxy_port = free_port()
-    dead_proxy = f"http://127.0.0.1:{dead_proxy_port}"
-    env = dict(os.environ)
-    env.update(
-        HOME=str(tmp / "home"),
-        TMPDIR=str(tmp / "tmp"),
-        XDG_CACHE_HOME=str(tmp / "home" / ".cache"),
-        MONAI_LABEL_SESSION_PATH=str(tmp / "sessions"),
-        MONAI_LABEL_DATASTORE_CACHE_PATH=str(tmp / "datastore-cache"),
-        MONAI_LABEL_DICOMWEB_CACHE_PATH=str(tmp / "dicomweb-cache"),
-        MONAI_LABEL_TRACKING_ENABLED="false",
-        NETWORK_ATTEMPTS_LOG=str(tmp / "network-attempts.log"),
-        DEAD_PROXY_PORT=str(dead_proxy_port),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(guard_dir), os.environ.get("PYTHONPATH")])),
-        http_proxy=dead_proxy,
-        https_proxy=dead_proxy,
-        HTTP_PROXY=dead_proxy,
-        HTTPS_PROXY=dead_proxy,
-        no_proxy="127.0.0.1,localhost",
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    for directory in ("home", "tmp"):
-        (tmp / directory).mkdir()
-    return env
-
-
-def wait_for_info(url: str, http: requests.Session, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-5000:]}")
-        try:
-            if http.get(f"{url}/info/", timeout=5).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"no /info/ within {START_TIMEOUT_S} s:\n{log.read_text()[-5000:]}")
-
-
-def stop(process: subprocess.Popen) -> int:
-    process.send_signal(signal.SIGINT)
-    try:
-        return process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("server")
     studies = tmp / "studies"
     image_ids, labelled_ids = write_datastore(studies)
     env = offline_env(tmp)
-    port = free_port()
-    log = tmp / "server.log"
-    command = [
-        *(sys.executable, "-m", "monailabel.main", "start_server"),
-        *("--app", str(REPO), "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)),
-    ]
-    http = requests.Session()
-    http.trust_env = False  # talk to the server directly, whatever the proxy settings
-    url = f"http://127.0.0.1:{port}"
-
     started = time.monotonic()
-    with open(log, "w") as log_file:
-        process = subprocess.Popen(command, cwd=tmp, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        wait_for_info(url, http, process, log)
-        yield Server(url, http, studies, env, tmp / "network-attempts.log", time.monotonic() - started,
+    with running_server(REPO, str(studies), env, tmp) as url:
+        yield Server(url, direct_http(), studies, env, tmp / "network-attempts.log", time.monotonic() - started,
                      image_ids, labelled_ids)
-    finally:
-        returncode = stop(process)
-    assert returncode == 0, log.read_text()[-5000:]
 
 
 def test_info_lists_the_baseline_model_and_strategies(server):
