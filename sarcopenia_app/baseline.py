@@ -34,8 +34,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-MUSCLE_HU = (-29.0, 150.0)
-FAT_HU = (-190.0, -30.0)
+from .measurements import FAT_HU, MUSCLE_HU
 BODY_MIN_HU = -500.0
 BONE_MIN_HU = 200.0
 

@@ -27,6 +27,12 @@ class DicomVolume:
     first: pydicom.Dataset  # header of the first slice, for patient tags
 
 
+def is_dicom_file(path: Path) -> bool:
+    """Part 10 files start with a 128-byte preamble and 'DICM'."""
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
+
+
 def dicom_files(path: Union[str, Path]) -> List[Path]:
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,188 @@
+"""Find the mid-L3 slice of a CT, or say that L3 is not in the field of view.
+
+A small 2D network reads the coronal projection (`projection.py`) and predicts, for every 2 mm
+row along the scan, (a) a continuous vertebral level coordinate (T1 = 0 ... L3 = 14 ... S1 = 17,
+the integer at each vertebral body's middle) and (b) whether the row lies in the L3 body.
+
+Convention: **mid-L3** is where the level coordinate crosses 14, the middle of the L3 vertebral
+body along the patient's axis; the slice reported is the scanned slice nearest to it. The
+inferior endplate option reports the lowest slice of the predicted L3 body instead. No crossing
+inside the scan means L3's middle was not scanned: reported as not found, never guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.networks.layers import Norm
+from monai.networks.nets import UNet
+
+from .projection import CHANNELS, ROW_MM, Projection, project
+
+LEVEL_NAMES: Tuple[str, ...] = tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"])
+L3_LEVEL = float(LEVEL_NAMES.index("L3"))
+ROW_DIVISOR = 16  # the network halves the rows four times
+MIN_CONFIDENCE = 0.5  # below this the slice is still reported, with a warning
+CONVENTIONS = ("mid", "inferior_endplate")
+
+
+@dataclass(frozen=True)
+class LocatorConfig:
+    channels: Tuple[int, ...] = (16, 32, 64, 96, 128)
+    res_units: int = 1
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict) -> "LocatorConfig":
+        values = dict(values)
+        values["channels"] = tuple(values["channels"])
+        return cls(**values)
+
+
+class LevelNetwork(torch.nn.Module):
+    """UNet over the projection, averaged across columns: (B, 2, W, R) -> (B, 2, R) with channel 0
+    the level coordinate and channel 1 the L3-body logit of each row."""
+
+    def __init__(self, config: LocatorConfig):
+        super().__init__()
+        self.unet = UNet(spatial_dims=2, in_channels=CHANNELS, out_channels=2, channels=config.channels,
+                         strides=(2,) * (len(config.channels) - 1), num_res_units=config.res_units,
+                         norm=Norm.INSTANCE)
+
+    def forward(self, projection: torch.Tensor) -> torch.Tensor:
+        out = self.unet(projection).mean(dim=2)
+        return torch.stack([out[:, 0] + L3_LEVEL, out[:, 1]], dim=1)  # regress around L3
+
+
+@dataclass
+class LevelLocator:
+    network: LevelNetwork
+    config: LocatorConfig
+
+    def state(self) -> dict:
+        return {"model": self.network.state_dict(), "locator_config": self.config.to_dict()}
+
+
+def build_locator(config: LocatorConfig = LocatorConfig()) -> LevelLocator:
+    return LevelLocator(LevelNetwork(config), config)
+
+
+def load_locator(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> LevelLocator:
+    state = torch.load(str(path), map_location=device, weights_only=True)
+    locator = build_locator(LocatorConfig.from_dict(state["locator_config"]))
+    locator.network.load_state_dict(state["model"])
+    locator.network.to(device).eval()
+    return locator
+
+
+@dataclass
+class L3Location:
+    """Where L3 is in the stored volume. Slice indices count along the stored array's
+    superior-inferior axis (`index_axis`, 2 for axial stacks), 0-based."""
+
+    has_l3: bool
+    confidence: float
+    convention: str = "mid"
+    slice_index: Optional[int] = None
+    z_mm: Optional[float] = None  # world (scanner) z of that slice's centre
+    l3_slices: Optional[List[int]] = None  # every slice of the predicted L3 body, ascending
+    index_axis: int = 2
+    levels_seen: Optional[Tuple[str, str]] = None  # lowest and highest level in the scan
+    reason: str = ""
+    row_levels: List[float] = field(default_factory=list, repr=False)  # per projection row
+    row_l3_probability: List[float] = field(default_factory=list, repr=False)
+
+
+def predict_rows(locator: LevelLocator, projection: Projection,
+                 device: Union[str, torch.device] = "cpu") -> Tuple[np.ndarray, np.ndarray]:
+    """(level coordinate, L3 probability) per projection row."""
+    rows = projection.rows
+    padded = int(np.ceil(rows / ROW_DIVISOR) * ROW_DIVISOR)
+    image = np.zeros((1, CHANNELS, projection.image.shape[1], padded), np.float32)
+    image[..., :rows] = projection.image
+    locator.network.eval()
+    with torch.no_grad():
+        out = locator.network(torch.from_numpy(image).to(device))[0, :, :rows].cpu().numpy()
+    return out[0], 1.0 / (1.0 + np.exp(-out[1]))
+
+
+def level_name(level: float) -> str:
+    return LEVEL_NAMES[int(np.clip(np.rint(level), 0, len(LEVEL_NAMES) - 1))]
+
+
+def _crossings(levels: np.ndarray) -> List[float]:
+    """Fractional rows where the (decreasing upwards) level coordinate passes L3's middle."""
+    found = []
+    for r in range(len(levels) - 1):
+        a, b = levels[r] - L3_LEVEL, levels[r + 1] - L3_LEVEL
+        if a >= 0 > b:
+            found.append(r + a / (a - b))
+    return found
+
+
+def _l3_run(probability: np.ndarray, row: int) -> Tuple[int, int]:
+    """Rows [first, last] of the L3-body run around `row` (that row alone if it is not in one)."""
+    first = last = row
+    while first > 0 and probability[first - 1] > 0.5:
+        first -= 1
+    while last < len(probability) - 1 and probability[last + 1] > 0.5:
+        last += 1
+    return first, last
+
+
+def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mid",
+              device: Union[str, torch.device] = "cpu") -> L3Location:
+    """The L3 slice of a (1, X, Y, Z) HU volume with its affine, or why there is none."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}")
+    projection = project(image_hu)
+    levels, probability = predict_rows(locator, projection, device)
+    seen = (level_name(levels.max()), level_name(levels.min()))
+    common = dict(convention=convention, index_axis=projection.stored_axis, levels_seen=seen,
+                  row_levels=[round(float(v), 3) for v in levels],
+                  row_l3_probability=[round(float(v), 3) for v in probability])
+    crossings = _crossings(levels)
+    if not crossings:
+        return L3Location(False, _absence_confidence(levels), reason=(
+            f"L3 is not in the field of view: the scan covers about {seen[0]} to {seen[1]}"), **common)
+    mid_row = max(crossings, key=lambda r: _interpolate(probability, r))
+    first, last = _l3_run(probability, int(round(mid_row)))
+    confidence = float(_interpolate(probability, mid_row))
+    run_centre = (first + last) / 2
+    half_height_rows = max((last - first + 1) / 2, 1.0)
+    confidence *= float(np.clip(1 - abs(run_centre - mid_row) / half_height_rows, 0, 1))
+    row = first if convention == "inferior_endplate" else mid_row
+    slice_index = int(np.clip(np.rint(projection.stored_slice(row)), 0, projection.n_slices - 1))
+    body = sorted({int(np.clip(np.rint(projection.stored_slice(r)), 0, projection.n_slices - 1))
+                   for r in np.arange(first - 0.5, last + 0.51, 0.25)})
+    return L3Location(True, round(confidence, 3), slice_index=slice_index,
+                      z_mm=_world_z(image_hu, projection.stored_axis, slice_index),
+                      l3_slices=list(range(body[0], body[-1] + 1)), **common)
+
+
+def _absence_confidence(levels: np.ndarray) -> float:
+    """How far (in vertebral levels) the scan's nearest row is from L3's middle, mapped to 0..1."""
+    gap = float(min(abs(levels.max() - L3_LEVEL), abs(levels.min() - L3_LEVEL)))
+    return round(float(np.clip(gap / 0.5, 0, 1)), 3)
+
+
+def _interpolate(values: np.ndarray, row: float) -> float:
+    return float(np.interp(row, np.arange(len(values)), values))
+
+
+def _world_z(image_hu: MetaTensor, axis: int, index: int) -> float:
+    voxel = np.zeros(4)
+    voxel[axis], voxel[3] = index, 1.0
+    affine = np.asarray(image_hu.affine, float)
+    return round(float((affine @ voxel)[2]), 2)
+
+
+def rows_to_mm(rows: np.ndarray) -> np.ndarray:
+    return np.asarray(rows, float) * ROW_MM

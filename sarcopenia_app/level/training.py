@@ -1,0 +1,108 @@
+"""Training data and loop for the level locator: phantoms carry every vertebra's exact extent.
+
+A sample is a projection plus, per row, the true level coordinate and whether the row lies in the
+L3 body. Augmentation imitates what real scans vary in: coverage (random cuts along z, including
+cuts that remove L3 so that "not in the field of view" is learned), body size (z scaling),
+intensity and noise, side-to-side shifts and mirroring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+
+from ..phantom.generate import PhantomCase
+from ..phantom.writer import stored_layout
+from .locator import L3_LEVEL, LEVEL_NAMES, ROW_DIVISOR, LevelLocator
+from .projection import CHANNELS, ROW_MM, project
+
+
+@dataclass
+class LevelSample:
+    image: np.ndarray  # (CHANNELS, W, R)
+    level: np.ndarray  # (R,) level coordinate
+    in_l3: np.ndarray  # (R,) 0/1
+
+
+def level_coordinate(case: PhantomCase, z_anatomical_mm: np.ndarray) -> np.ndarray:
+    """Piecewise-linear level coordinate: LEVEL_NAMES index at each body's middle, clipped beyond."""
+    mids = np.array([lv.z_mid for lv in case.spine.levels])  # T1 first: decreasing z
+    return np.interp(z_anatomical_mm, mids[::-1], np.arange(len(LEVEL_NAMES), dtype=float)[::-1])
+
+
+def phantom_sample(case: PhantomCase) -> LevelSample:
+    """The projection exactly as inference computes it (from the stored array and affine)."""
+    affine, to_stored = stored_layout(case, case.acquisition.orientation)
+    image = MetaTensor(torch.from_numpy(to_stored(case.hu).astype(np.float32))[None], affine=torch.as_tensor(affine))
+    projection = project(image)
+    z = case.z_anatomical_mm[0] + np.arange(projection.rows) * ROW_MM
+    l3 = case.spine.by_name["L3"]
+    in_l3 = ((z >= l3.z_bottom) & (z <= l3.z_top)).astype(np.float32)
+    return LevelSample(projection.image, level_coordinate(case, z).astype(np.float32), in_l3)
+
+
+def augment(sample: LevelSample, rows: int, rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
+    """A random view of `rows` rows: (image, level, in_l3, valid) with `valid` 0 on padding."""
+    image, level, in_l3 = sample.image, sample.level, sample.in_l3
+    scale = rng.uniform(0.85, 1.15)  # patient size: stretch along z
+    n = max(int(round(image.shape[-1] * scale)), 2)
+    image = F.interpolate(torch.from_numpy(image)[None], size=(image.shape[1], n), mode="bilinear",
+                          align_corners=True)[0].numpy()
+    source = np.linspace(0, len(level) - 1, n)
+    level = np.interp(source, np.arange(len(level)), level)
+    in_l3 = in_l3[np.rint(source).astype(int)]
+    length = int(rng.integers(min(24, n), n + 1))  # coverage: any cut, L3 or not
+    start = int(rng.integers(0, n - length + 1))
+    image, level, in_l3 = image[..., start:start + length], level[start:start + length], in_l3[start:start + length]
+    image = image * rng.uniform(0.8, 1.2, (CHANNELS, 1, 1)) + rng.normal(0, 0.03, image.shape)
+    image = np.roll(image, int(rng.integers(-12, 13)), axis=1)
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    out = np.zeros((CHANNELS, image.shape[1], rows), np.float32)
+    keep = min(length, rows)
+    out[..., :keep] = image[..., :keep]
+    valid = np.zeros(rows, np.float32)
+    valid[:keep] = 1
+    pad = lambda v: np.concatenate([v[:keep], np.zeros(rows - keep)]).astype(np.float32)  # noqa: E731
+    return out, pad(level), pad(in_l3), valid
+
+
+def batches(samples: Sequence[LevelSample], batch_size: int, rng: np.random.Generator,
+            max_rows: int = 192) -> Iterator[List[torch.Tensor]]:
+    """One epoch of augmented batches; every batch has one random length (a multiple of 16)."""
+    order = rng.permutation(len(samples))
+    for start in range(0, len(order), batch_size):
+        rows = int(rng.integers(2, max_rows // ROW_DIVISOR + 1)) * ROW_DIVISOR
+        items = [augment(samples[i], rows, rng) for i in order[start:start + batch_size]]
+        yield [torch.from_numpy(np.stack(parts)) for parts in zip(*items)]
+
+
+def loss(prediction: torch.Tensor, level: torch.Tensor, in_l3: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 on the level coordinate (in levels) plus BCE on the L3 rows, padding ignored.
+    Rows near L3 count double for the regression: that is where the answer is read."""
+    near = 1.0 + (torch.abs(level - L3_LEVEL) < 1.5).float()
+    regression = F.smooth_l1_loss(prediction[:, 0], level, reduction="none", beta=0.5) * near
+    positive = in_l3.sum().clamp(min=1)
+    pos_weight = ((valid.sum() - positive) / positive).clamp(1, 20)
+    classification = F.binary_cross_entropy_with_logits(prediction[:, 1], in_l3, reduction="none",
+                                                        pos_weight=pos_weight)
+    weight = valid.sum().clamp(min=1)
+    return ((regression + classification) * valid).sum() / weight
+
+
+def train_epoch(locator: LevelLocator, samples: Sequence[LevelSample], optimizer: torch.optim.Optimizer,
+                rng: np.random.Generator, batch_size: int = 8, device: str = "cpu") -> float:
+    locator.network.train()
+    total, count = 0.0, 0
+    for image, level, in_l3, valid in batches(samples, batch_size, rng):
+        optimizer.zero_grad()
+        value = loss(locator.network(image.to(device)), level.to(device), in_l3.to(device), valid.to(device))
+        value.backward()
+        optimizer.step()
+        total, count = total + float(value), count + 1
+    return total / max(count, 1)
