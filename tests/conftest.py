@@ -3,7 +3,7 @@ the app on a local folder and the app on a real Orthanc holding well-formed and 
 DICOM. Both run offline on copies of the app, so training never touches model/."""
 
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple
+from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import pytest
 import requests
@@ -17,6 +17,7 @@ from sarcopenia_app.phantom import write_dataset
 # Small cases keep a test run short: 128 x 128 pixels, at most 16 slices.
 MATRIX, MAX_SLICES, SEED = 128, 16, 11
 MODELS = ("--conf", "models", "muscle_seg,muscle_threshold")
+MIXED_SERIES_UID = "1.2.1.1"
 
 
 class Stack(NamedTuple):
@@ -25,6 +26,7 @@ class Stack(NamedTuple):
     app: Path
     image_ids: List[str]  # well-formed CT series (or files), the ones every test may use
     workdir: Path
+    dicomweb: Optional[str] = None  # the PACS behind the datastore, if any
 
 
 class PacsStack(NamedTuple):
@@ -32,12 +34,16 @@ class PacsStack(NamedTuple):
     orthanc: Orthanc
     series: Dict[str, str]  # role -> SeriesInstanceUID: "plain", "other", "jpeg2000", "mixed"
     refused: UploadReport  # uploading instances without UIDs
+    image_status: Dict[str, int]  # role -> HTTP status of GET /datastore/image at start
 
 
 def _pacs_contents(orthanc: Orthanc, tmp: Path) -> tuple:
     cases = write_dataset(tmp / "cases", count=3, seed=SEED, fmt="dicom", matrix=MATRIX, max_slices=MAX_SLICES,
                           label_slices="none")
     folders = [tmp / "cases" / case["id"] for case in cases]
+    for dataset in read_series(folders[2]):  # the series to be mixed sorts first: "first" would serve it
+        dataset.SeriesInstanceUID = MIXED_SERIES_UID
+        dataset.save_as(dataset.filename)
     series = {}
     for role, folder in zip(("plain", "other", "mixed"), folders):
         report = upload_folder(orthanc.dicomweb, folder)
@@ -73,8 +79,13 @@ def pacs_stack(tmp_path_factory) -> Iterator[PacsStack]:
         env = offline_env(tmp)
         app = app_copy(tmp)
         with running_server(app, orthanc.dicomweb, env, tmp, MODELS[1:]) as url:
+            http = direct_http()
+            # What 3D Slicer does first for each image; it also tells the datastore which
+            # series cannot be read, so that active learning never serves them.
+            image_status = {role: http.get(f"{url}/datastore/image", params={"image": uid}, timeout=120).status_code
+                            for role, uid in series.items()}
             images = [series["plain"], series["other"], series["jpeg2000"]]
-            yield PacsStack(Stack(url, direct_http(), app, images, tmp), orthanc, series, refused)
+            yield PacsStack(Stack(url, http, app, images, tmp, orthanc.dicomweb), orthanc, series, refused, image_status)
 
 
 @pytest.fixture(scope="session")

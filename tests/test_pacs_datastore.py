@@ -33,6 +33,14 @@ def test_datastore_lists_every_ct_series_including_compressed_and_mixed(pacs_sta
     assert listed["completed"] == 0  # the SEG without a reference labels nothing
 
 
+def test_every_series_is_served_except_the_mixed_one_which_is_never_offered_for_labelling(pacs_stack):
+    assert pacs_stack.image_status == {"plain": 200, "other": 200, "jpeg2000": 200, "mixed": 422}
+    stack = pacs_stack.stack
+    first = stack.http.post(f"{stack.url}/activelearning/first", json={}).json()["id"]
+    assert pacs_stack.series["mixed"] < min(stack.image_ids)  # so "first" would pick it if it were offered
+    assert first == min(stack.image_ids)
+
+
 def test_infer_returns_a_seg_named_after_our_label_that_references_the_series(pacs_stack):
     stack, image = pacs_stack.stack, pacs_stack.series["plain"]
     answer = stack.http.post(f"{stack.url}/infer/muscle_threshold", params={"image": image, "output": "dicom_seg"},

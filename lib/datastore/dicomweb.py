@@ -13,7 +13,8 @@ Over ``monailabel.datastore.dicom.DICOMWebDatastore`` (0.8.5) this:
   Debian's Orthanc 1.10 + GDCM plugin can crash transcoding JPEG 2000, and SimpleITK
   (GDCM) reads compressed series itself;
 - skips what it cannot use in the PACS (a SEG without a readable reference, a series
-  that is not one volume) instead of failing the whole listing or the server.
+  that is not one volume) instead of failing the whole listing or the server; a series
+  found unreadable is still listed but no longer offered for labelling.
 """
 
 import logging
@@ -61,6 +62,7 @@ class SarcopeniaDICOMwebDatastore(DICOMWebDatastore):
         super().__init__(client, search_filter, cache_path, fetch_by_frame=False, convert_to_nifti=True)
         self._label_names = dict(label_names)
         self._lists: TTLCache = TTLCache(maxsize=4, ttl=list_expiry_s)
+        self._unreadable: Dict[str, str] = {}  # series id -> why it is not one CT volume
 
     @classmethod
     def replacing(cls, upstream: DICOMWebDatastore, label_names: Mapping[str, int]) -> "SarcopeniaDICOMwebDatastore":
@@ -109,8 +111,9 @@ class SarcopeniaDICOMwebDatastore(DICOMWebDatastore):
         return sorted({link.image for link in self.final_links()})
 
     def get_unlabeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
-        labelled = set(self.get_labeled_images())
-        return [image for image in self.list_images() if image not in labelled]
+        """What active learning may serve: not labelled, and not found unreadable since the start."""
+        skipped = set(self.get_labeled_images()) | set(self._unreadable)
+        return [image for image in self.list_images() if image not in skipped]
 
     def _download_labeled_data(self) -> None:
         """Training data: one final SEG per image, the last one the PACS lists (upstream also
@@ -134,7 +137,9 @@ class SarcopeniaDICOMwebDatastore(DICOMWebDatastore):
         try:
             converted = dicom_to_nifti(str(image_dir))
         except RuntimeError as error:  # SimpleITK: mixed sizes, missing geometry, unreadable pixels
-            raise InvalidCTError(f"series {image_id} is not one readable CT volume: {str(error).strip()[:300]}")
+            self._unreadable[image_id] = f"series {image_id} is not one readable CT volume: {str(error).strip()[:300]}"
+            logger.warning(self._unreadable[image_id])
+            raise InvalidCTError(self._unreadable[image_id]) from error
         try:
             LocalDatastore.add_image(self, image_id, converted, self._dicom_info(image_id))
         finally:

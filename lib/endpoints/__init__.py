@@ -10,13 +10,14 @@ from fastapi import APIRouter, FastAPI
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 
-from lib.endpoints import dicomweb_proxy, infer_dicom_seg
+from lib.endpoints import datastore_image, dicomweb_proxy, infer_dicom_seg
 
 
 def install(server: FastAPI, labels_of: Callable[[str], Optional[Dict[str, int]]],
             on_stored: Callable[[], None]) -> None:
     ours = APIRouter()
     ours.include_router(infer_dicom_seg.router(labels_of), prefix=settings.MONAI_LABEL_API_STR)
+    ours.include_router(datastore_image.router(), prefix=settings.MONAI_LABEL_API_STR)
     ours.include_router(dicomweb_proxy.router(on_stored), prefix=settings.MONAI_LABEL_API_STR)
     server.router.routes[0:0] = ours.routes
 

@@ -20,7 +20,7 @@ from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.endpoints.user.auth import RBAC, User
 
 from lib.datastore import segments
-from sarcopenia_app.ct_input import InvalidCTError
+from lib.endpoints.invalid_input import invalid_ct_as_422
 
 
 def with_segment_names(params: str, model: str, label_names: Mapping[str, int]) -> str:
@@ -50,10 +50,8 @@ def router(labels_of: Callable[[str], Optional[Dict[str, int]]]) -> APIRouter:
         labels = labels_of(model)
         if output == ResultType.dicom_seg and labels:
             params = with_segment_names(params, model, labels)
-        try:
+        with invalid_ct_as_422():
             response = run_inference(background_tasks, model, image, session_id, params, file, label, output)
-        except InvalidCTError as error:
-            raise HTTPException(status_code=422, detail=str(error)) from error
         if isinstance(response, FileResponse) and not os.path.isfile(response.path):
             # the SEG writer returns "" for an empty mask; upstream then fails while sending
             raise HTTPException(status_code=422, detail=f"{model} found no {', '.join(labels or {})} "
