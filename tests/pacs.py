@@ -48,13 +48,16 @@ class Orthanc:
         return self.http.post(f"{self.url}/instances", data=buffer.getvalue())
 
     def transcoded_copy(self, series_uid: str, transfer_syntax: str = JPEG2000_LOSSLESS) -> str:
-        """A new series (new UIDs, same study) with the pixels of ``series_uid`` compressed;
-        Orthanc's GDCM plugin encodes JPEG 2000. Returns the new SeriesInstanceUID."""
+        """A copy of the study of ``series_uid`` (new UIDs, a study of its own, so a viewer
+        opens just this series) with the pixels compressed; Orthanc's GDCM plugin encodes
+        JPEG 2000. Returns the copy's SeriesInstanceUID."""
         orthanc_id = next(i for i in self.series_ids() if self.series_uid_of(i) == series_uid)
-        answer = self.http.post(f"{self.url}/series/{orthanc_id}/modify",
+        study_id = self.http.get(f"{self.url}/series/{orthanc_id}").json()["ParentStudy"]
+        answer = self.http.post(f"{self.url}/studies/{study_id}/modify",
                                 json={"Transcode": transfer_syntax, "Force": True})
         answer.raise_for_status()
-        return self.series_uid_of(answer.json()["ID"])
+        copy_series = self.http.get(f"{self.url}/studies/{answer.json()['ID']}").json()["Series"]
+        return self.series_uid_of(copy_series[0])
 
 
 def orthanc_binary() -> str:

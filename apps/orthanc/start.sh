@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Start Orthanc (DICOMweb on 127.0.0.1:8042, local clients only, no DICOM port) and then
-# the MONAI Label server on it. Ctrl+C stops both. Orthanc's database, its log and the
+# Start Orthanc (DICOMweb on 127.0.0.1:8042, local clients only, no DICOM port), load
+# generated CT series into it if it is empty (SAMPLE_CASES, default 6; 0: none), and then
+# start the MONAI Label server on it. Ctrl+C stops both. Orthanc's database, its log and the
 # server's series cache go to ORTHANC_DATA (default: <repo>/.orthanc).
-# Needs Orthanc with the DICOMweb plugin (Debian: apt-get install orthanc orthanc-dicomweb)
+# Needs Orthanc with the DICOMweb and GDCM plugins (Debian: apt-get install orthanc
+# orthanc-dicomweb orthanc-gdcm)
 # and the virtual environment that `make install` builds.
 set -euo pipefail
 
@@ -28,6 +30,14 @@ for _ in $(seq "$startup_timeout_s"); do
     sleep 1
 done
 curl -sf "$dicomweb_url/studies" >/dev/null || { echo "Orthanc not answering at $dicomweb_url" >&2; exit 1; }
+
+if [ "$(curl -sf "$dicomweb_url/series")" = "[]" ] && [ "${SAMPLE_CASES:-6}" -gt 0 ]; then
+    echo "Orthanc is empty: loading ${SAMPLE_CASES:-6} generated CT series (synthetic phantom)"
+    cases=$ORTHANC_DATA/sample-cases
+    "$venv_bin/sarcopenia" phantom --out "$cases" --count "${SAMPLE_CASES:-6}" --seed 2026 --format dicom \
+        --matrix 256 --max-slices 60 --label-slices none >/dev/null
+    "$venv_bin/sarcopenia" pacs-upload "$cases" --dicomweb "$dicomweb_url"
+fi
 
 set -a
 # shellcheck source=monailabel.env
