@@ -6,6 +6,8 @@ import json
 
 import pydicom
 import pytest
+from dicomweb_client import DICOMwebClient
+from pydicom.uid import generate_uid
 from conftest import PacsStack
 from pacs import JPEG2000_LOSSLESS
 
@@ -64,6 +66,21 @@ def test_infer_with_save_label_stores_a_proposal_seg_that_does_not_count_as_a_la
     stored = pacs_stack.orthanc.http.get(f"{pacs_stack.orthanc.dicomweb}/series",
                                          params={"SeriesInstanceUID": new[0][0], "includefield": "all"}).json()
     assert stored and stats(pacs_stack)["completed"] == 0
+
+
+def test_a_seg_stored_through_the_proxy_like_ohifs_export_counts_as_a_label_at_once(pacs_stack):
+    """OHIF's DICOM SEG export STOWs through /proxy/dicom; the datastore's cached list of
+    labels (kept for MONAI_LABEL_DICOMWEB_CACHE_EXPIRY) must not hide it."""
+    stack, image = pacs_stack.stack, pacs_stack.series["plain"]
+    before = stats(pacs_stack)["completed"]
+    answer = stack.http.post(f"{stack.url}/infer/muscle_threshold", params={"image": image, "output": "dicom_seg"},
+                             timeout=120)
+    seg = pydicom.dcmread(io.BytesIO(answer.content))
+    seg.SeriesDescription = "Segmentation"  # as an annotator's export, not a model proposal
+    seg.SeriesInstanceUID, seg.SOPInstanceUID = generate_uid(), generate_uid()
+    seg.file_meta.MediaStorageSOPInstanceUID = seg.SOPInstanceUID
+    DICOMwebClient(url=f"{stack.url}/proxy/dicom/wado", session=stack.http).store_instances([seg])
+    assert stats(pacs_stack)["completed"] == before + 1
 
 
 def test_a_jpeg2000_series_is_fetched_as_stored_and_segmented(pacs_stack):

@@ -77,6 +77,7 @@ def test_slicer_loop_labels_an_image_and_trains_on_it(stack, tmp_path):
     assert proposal.dtype == np.uint8 and set(np.unique(proposal)) <= {0, 1} and proposal.any()
     assert params["label_names"] == label_names
 
+    labelled_before = stack.http.get(f"{stack.url}/datastore/", params={"output": "stats"}).json()["completed"]
     label_info = [{"name": name, "idx": value} for name, value in label_names.items()]
     saved = client.save_label(image_id, label_path, tag="final", params={"label_info": label_info})
     assert saved["image"] == image_id
@@ -85,7 +86,7 @@ def test_slicer_loop_labels_an_image_and_trains_on_it(stack, tmp_path):
         assert_final_seg_in_pacs(stack, image_id, list(label_names))
 
     datastore = stack.http.get(f"{stack.url}/datastore/", params={"output": "stats"}).json()
-    assert datastore["completed"] == 1, datastore
+    assert datastore["completed"] == labelled_before + 1, datastore
     assert client.next_sample(STRATEGY, {})["id"] != image_id  # a labelled image is not served again
 
     assert client.train_status(check_if_running=True) is False
@@ -93,5 +94,6 @@ def test_slicer_loop_labels_an_image_and_trains_on_it(stack, tmp_path):
     result = wait_for_training(client)
     log = "\n".join(result.get("details", []))
     assert result["status"] == "DONE", log[-3000:]
-    assert re.search(r"Records for Training: 1\b", log), log[-3000:]  # the one label just saved
+    # every labelled image, the one just saved included
+    assert re.search(rf"Records for Training: {datastore['completed']}\b", log), log[-3000:]
     assert client.info()["train_stats"][TRAIN_MODEL]["total_epochs"] == 1

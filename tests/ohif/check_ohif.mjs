@@ -2,7 +2,7 @@
 // Chromium, the way an annotator uses it: study list -> MONAI Label mode on a study ->
 // panel connects -> Auto-Segmentation with our model -> overlay drawn. Also opens a
 // JPEG 2000 study (decoded in the browser, fetched through the server's DICOMweb proxy).
-// Prints one JSON object of findings and writes a screenshot per step; the pytest test
+// Prints one JSON object of findings (also OUT_DIR/findings.json) and writes a screenshot per step; the pytest test
 // (tests/test_ohif_viewer.py) judges them.
 //
 // node check_ohif.mjs SERVER_URL PLAIN_STUDY_UID JPEG2000_STUDY_UID MODEL OUT_DIR
@@ -113,4 +113,5 @@ try {
 } finally {
   await browser.close();
 }
+fs.writeFileSync(path.join(outDir, 'findings.json'), JSON.stringify(findings, null, 1) + '\n');
 console.log(JSON.stringify(findings));
