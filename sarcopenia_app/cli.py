@@ -34,6 +34,51 @@ def _pacs_upload(args: argparse.Namespace) -> int:
     return 1 if report.refused else 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    import logging
+
+    from .pretrain import PretrainSettings, pretrain
+    from .segment import load_model
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    images = sorted(Path(args.images).glob(args.pattern))
+    if not images:
+        print(f"no files matching {args.pattern} under {args.images}", file=sys.stderr)
+        return 2
+    like = load_model(args.network_from)  # the network and grid to pretrain for; its weights are not used
+    work = Path(args.work)
+    summary = pretrain(images, like.config, like.pixdim_mm, work / "checkpoint.pt",
+                       Path(args.encoder or work / "muscle_seg_encoder.pt"),
+                       PretrainSettings.from_request(vars(args)), device=args.device)
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+    return 0
+
+
+def _add_pretrain_parser(sub) -> None:
+    import dataclasses
+
+    from .pretrain import PretrainSettings
+
+    pre = sub.add_parser("pretrain", help="self-supervised pretraining on a folder of CT scans (no labels needed); "
+                                          "a stopped run continues from its checkpoint")
+    pre.add_argument("--images", required=True, help="folder of CT volumes (its subfolders, e.g. a datastore's labels/, are not searched)")
+    pre.add_argument("--pattern", default="*.nii.gz", help="file name pattern of the volumes (default *.nii.gz)")
+    pre.add_argument("--network-from", default=str(Path(__file__).resolve().parents[1] / "model" / "muscle_seg.pt"),
+                     help="model file whose network and grid are pretrained (its weights are not used)")
+    pre.add_argument("--work", required=True, help="folder of the checkpoint (WORK/checkpoint.pt)")
+    pre.add_argument("--encoder", help="encoder file to write (default WORK/muscle_seg_encoder.pt); the server's "
+                                       "/train/muscle_seg with init=encoder reads model/muscle_seg_encoder.pt")
+    pre.add_argument("--device", default="cpu")
+    # one option per PretrainSettings field, so that the CLI and the server task cannot drift apart
+    for f in dataclasses.fields(PretrainSettings):
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.name == "restart":
+            pre.add_argument(flag, action="store_true", help="ignore an existing checkpoint and start again")
+        else:
+            pre.add_argument(flag, type=int if f.name == "seed" else type(f.default), help=f"default {f.default}")
+    pre.set_defaults(func=_pretrain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sarcopenia", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--matrix", type=int, default=512, help="in-plane matrix size (default 512)")
     ph.add_argument("--max-slices", type=int, default=160)
     ph.set_defaults(func=_phantom)
+    _add_pretrain_parser(sub)
     up = sub.add_parser("pacs-upload", help="send the DICOM files of a folder to a PACS over DICOMweb (STOW-RS)")
     up.add_argument("folder", help="folder searched recursively for DICOM files")
     up.add_argument("--dicomweb", default="http://127.0.0.1:8042/dicom-web", help="DICOMweb root of the PACS")

@@ -29,7 +29,7 @@ def test_every_model_is_served_by_default(build_app):
     assert "muscle_threshold" in info["models"]
     # the network is listed once its model file exists; its trainer always is
     assert ("muscle_seg" in info["models"]) == (REPO / "model" / "muscle_seg.pt").exists()
-    assert set(info["trainers"]) == {"muscle_seg"}
+    assert set(info["trainers"]) == {"muscle_seg", "muscle_seg_pretrain"}  # pretraining: see test_pretrain_server
     assert {"random", "first"} <= set(info["strategies"])
 
 

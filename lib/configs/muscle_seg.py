@@ -1,10 +1,11 @@
 """Model ``muscle_seg``: the 2.5D skeletal-muscle network, served and fine-tuned from the datastore."""
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from lib.infers.muscle_seg import MuscleSegInfer
 from lib.trainers.muscle_seg import MuscleSegTrain
+from lib.trainers.muscle_seg_pretrain import MuscleSegPretrain
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
@@ -28,7 +29,17 @@ class MuscleSeg(TaskConfig):
         return MuscleSegInfer(self.model_path, self.labels,
                               "2.5D UNet: skeletal muscle (psoas, paraspinals, quadratus lumborum, abdominal wall)")
 
-    def trainer(self) -> Optional[TrainTask]:
-        return MuscleSegTrain(os.path.join(self.model_dir, self.name), self.model_path, NETWORK, DEFAULT_PIXDIM_MM,
-                              "Fine-tune the muscle network on the datastore's final labels (partial labels allowed)",
-                              config={}, encoder_path=self.encoder_path)
+    def trainer(self) -> Dict[str, TrainTask]:
+        """Fine-tuning under the model's name; self-supervised pretraining, which writes the encoder
+        file that fine-tuning can start from, under ``<name>_pretrain`` (runs only when confirmed)."""
+        pretrain_name = f"{self.name}_pretrain"
+        return {
+            self.name: MuscleSegTrain(
+                os.path.join(self.model_dir, self.name), self.model_path, NETWORK, DEFAULT_PIXDIM_MM,
+                "Fine-tune the muscle network on the datastore's final labels (partial labels allowed)",
+                config={}, encoder_path=self.encoder_path),
+            pretrain_name: MuscleSegPretrain(
+                pretrain_name, os.path.join(self.model_dir, pretrain_name, "checkpoint.pt"), self.encoder_path,
+                NETWORK, DEFAULT_PIXDIM_MM,
+                f'Self-supervised pretraining on every image (labelled or not); needs {{"confirm": "{pretrain_name}"}}'),
+        }
