@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
 from typing import Iterator, List
 
@@ -41,8 +42,6 @@ class Orthanc:
 
     def store(self, dataset: Dataset) -> requests.Response:
         """Orthanc's REST upload: answers 400 where STOW-RS would hide the reason."""
-        from io import BytesIO
-
         buffer = BytesIO()
         dataset.save_as(buffer, write_like_original=False)
         return self.http.post(f"{self.url}/instances", data=buffer.getvalue())
