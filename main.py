@@ -105,3 +105,16 @@ class SarcopeniaApp(MONAILabelApp):
     def on_init_complete(self):
         super().on_init_complete()
         lib.endpoints.install_for(self)  # server only: train subprocesses never call this hook
+
+    def infer(self, request, datastore=None):
+        """Also keep the L3 measurements in the image's datastore info, so any later client
+        (another viewer, a cohort export) reads them without running the model again."""
+        result = super().infer(request, datastore)
+        measurements = (result.get("params") or {}).get("measurements")
+        image_id = request.get("image")
+        if measurements and isinstance(image_id, str) and not os.path.exists(image_id):
+            try:
+                (datastore or self.datastore()).update_image_info(image_id, {"sarcopenia": measurements})
+            except Exception as error:  # noqa: BLE001 - a read-only datastore must not fail the inference
+                logger.warning(f"measurements of {image_id} not stored in the datastore: {error}")
+        return result

@@ -1,6 +1,7 @@
 """Train the L3 locator (model/l3_locator.pt) on coronal projections of generated phantoms.
 
     python benchmarks/train_l3_locator.py --count 200 --epochs 80
+    python benchmarks/train_l3_locator.py --count 300 --epochs 60 --init model/l3_locator.pt --lr 1e-3
 
 Phantoms of seed 4000 (never used by the muscle model or the held-out evaluation, seed 2000),
 long scans (up to 400 slices) so that random cuts in training see every coverage. Only the small
@@ -20,7 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sarcopenia_app.level.locator import build_locator  # noqa: E402
+from sarcopenia_app.level.locator import build_locator, load_locator  # noqa: E402
 from sarcopenia_app.level.training import LevelSample, phantom_sample, train_epoch  # noqa: E402
 from sarcopenia_app.phantom import generate_case  # noqa: E402
 from sarcopenia_app.publish import publish_atomically  # noqa: E402
@@ -44,8 +45,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--cache", default="/tmp/sarcopenia_l3_cache")
     parser.add_argument("--out", default=str(REPO / "model" / "l3_locator.pt"))
+    parser.add_argument("--init", help="continue from this locator file instead of random weights")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     cache = Path(args.cache)
@@ -55,16 +58,18 @@ def main() -> None:
     samples = [cached_sample(cache, args.seed, i) for i in range(args.count)]
     print(f"{len(samples)} projections ready in {time.perf_counter() - start:.0f} s", flush=True)
 
-    locator = build_locator()
+    locator = load_locator(args.init) if args.init else build_locator()
     optimizer = torch.optim.AdamW(locator.network.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs,
                                                    pct_start=0.1)
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     for epoch in range(args.epochs):
-        value = train_epoch(locator, samples, optimizer, rng)
+        value = train_epoch(locator, samples, optimizer, rng, batch_size=args.batch)
         schedule.step()
         print(f"epoch {epoch + 1}/{args.epochs} loss {value:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        if (epoch + 1) % 5 == 0:  # a usable file early, replaced atomically as training goes on
+            publish_atomically(locator.state(), args.out)
     publish_atomically(locator.state(), args.out)
     print(f"wrote {args.out}")
 

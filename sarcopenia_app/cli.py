@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+MODEL_DIR = Path(__file__).resolve().parents[1] / "model"  # the shipped models (repository checkout)
+
 
 def _phantom(args: argparse.Namespace) -> int:
     from .phantom.writer import write_dataset
@@ -32,6 +34,38 @@ def _pacs_upload(args: argparse.Namespace) -> int:
     print(f"stored {len(report.stored)} DICOM file(s), refused {len(report.refused)}, "
           f"{len(report.not_dicom)} other file(s) left alone", file=sys.stderr)
     return 1 if report.refused else 0
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .analysis import MeasureOptions, Models, model_description
+    from .cohort import find_cases, run_case, run_cohort
+    from .level import load_locator
+    from .segment import load_model
+
+    device = args.device or ("cuda" if _cuda() else "cpu")
+    models = Models(load_model(args.muscle_model, device), load_locator(args.locator_model, device),
+                    {"muscle": model_description(args.muscle_model), "l3_locator": model_description(args.locator_model)})
+    options = MeasureOptions(muscle_hu=(args.muscle_hu_min, args.muscle_hu_max), cutoffs=args.cutoffs,
+                             convention=args.convention, slab_mm=args.slab_mm)
+    out = Path(args.out)
+    cases = find_cases([Path(p) for p in args.inputs])
+    records = run_cohort(cases, lambda case: run_case(case, models, options, out, device, args.sex, args.height_m,
+                                                      args.weight_kg),
+                         out, progress=lambda items: tqdm(items, desc="cases", unit="case", file=sys.stderr))
+    failed = [r for r in records if r.get("error")]
+    for r in failed:
+        print(f"FAILED {r['case']}: {r['error']}", file=sys.stderr)
+    print(f"measured {len(records) - len(failed)} of {len(records)} case(s); table: {out / 'measurements.csv'}",
+          file=sys.stderr)
+    return 1 if records and len(failed) == len(records) else 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -95,11 +129,36 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--max-slices", type=int, default=160)
     ph.set_defaults(func=_phantom)
     _add_pretrain_parser(sub)
+    _add_measure_parser(sub)
     up = sub.add_parser("pacs-upload", help="send the DICOM files of a folder to a PACS over DICOMweb (STOW-RS)")
     up.add_argument("folder", help="folder searched recursively for DICOM files")
     up.add_argument("--dicomweb", default="http://127.0.0.1:8042/dicom-web", help="DICOMweb root of the PACS")
     up.set_defaults(func=_pacs_upload)
     return parser
+
+
+def _add_measure_parser(sub) -> None:
+    from .cutoffs import CUTOFF_SETS, DEFAULT_CUTOFFS
+    from .measurements import MUSCLE_HU
+
+    me = sub.add_parser("measure", help="L3 skeletal muscle area, SMI, muscle HU and flags for one scan or a cohort")
+    me.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="NIfTI file, folder with one DICOM series, single DICOM file, or a folder of such inputs")
+    me.add_argument("--out", required=True, help="output folder: <case>/measurements.json, muscle.nii.gz, l3.png; "
+                                                 "measurements.csv")
+    me.add_argument("--sex", choices=("F", "M"), help="default: DICOM PatientSex")
+    me.add_argument("--height-m", type=float, help="default: DICOM PatientSize")
+    me.add_argument("--weight-kg", type=float, help="default: DICOM PatientWeight")
+    me.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    me.add_argument("--cutoffs", choices=sorted(CUTOFF_SETS), default=DEFAULT_CUTOFFS)
+    me.add_argument("--convention", choices=("mid", "inferior_endplate"), default="mid",
+                    help="L3 slice: middle of the vertebral body (default) or its inferior endplate")
+    me.add_argument("--slab-mm", type=float, help="average SMA over the L3 slices within +-slab/2 of the chosen one")
+    me.add_argument("--muscle-hu-min", type=float, default=MUSCLE_HU[0])
+    me.add_argument("--muscle-hu-max", type=float, default=MUSCLE_HU[1])
+    me.add_argument("--muscle-model", default=str(MODEL_DIR / "muscle_seg.pt"))
+    me.add_argument("--locator-model", default=str(MODEL_DIR / "l3_locator.pt"))
+    me.set_defaults(func=_measure)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

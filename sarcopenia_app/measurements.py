@@ -42,7 +42,8 @@ def measure_slice(hu: np.ndarray, mask: np.ndarray, pixel_mm: Sequence[float],
     muscle = inside & (hu >= muscle_hu[0]) & (hu <= muscle_hu[1])
     fat = inside & (hu >= fat_hu[0]) & (hu <= fat_hu[1])
     mean_hu = float(hu[muscle].mean()) if muscle.any() else None
-    return SliceMeasurement(muscle.sum() * pixel_cm2, mean_hu, fat.sum() * pixel_cm2, inside.sum() * pixel_cm2)
+    return SliceMeasurement(float(muscle.sum() * pixel_cm2), mean_hu, float(fat.sum() * pixel_cm2),
+                            float(inside.sum() * pixel_cm2))
 
 
 def average(measurements: Sequence[SliceMeasurement]) -> SliceMeasurement:

@@ -25,6 +25,7 @@ from sarcopenia_app.phantom import write_dataset
 from sarcopenia_app.publish import publish_atomically
 from sarcopenia_app.transforms import AnnotatedSliceWeightd, MaskUnannotatedSlicesd, neighbour_channels
 
+LOCATOR = Path(__file__).resolve().parents[1] / "model" / "l3_locator.pt"
 TINY = NetworkConfig(channels=(4, 8, 16), res_units=0, dropout=0.1)
 PIXDIM_MM = 3.0
 FAST_REQUEST = {"max_epochs": 1, "crop_px": 64, "samples_per_volume": 4, "val_split": 0.34, "dataset": "Dataset",
@@ -99,7 +100,7 @@ def test_a_few_training_steps_lower_the_loss(datastore_dir):
 
 
 def _infer(task: MuscleSegInfer, image: Path, out: Path) -> np.ndarray:
-    label_path, _ = task({"image": str(image), "result_extension": ".nii.gz", "device": "cpu"})
+    label_path, _ = task({"image": str(image), "result_extension": ".nii.gz", "device": "cpu", "region": "all"})
     return np.asarray(nib.load(label_path).dataobj)
 
 
@@ -112,7 +113,7 @@ def test_training_publishes_a_model_that_the_next_inference_loads(datastore_dir,
     assert not list(tmp_path.glob(".muscle_seg.pt.*.tmp"))  # no half-written leftovers
 
     image = sorted(datastore_dir.glob("*.nii.gz"))[0]
-    infer = MuscleSegInfer(str(publish), {"skeletal_muscle": 1}, "t")
+    infer = MuscleSegInfer(str(publish), str(LOCATOR), {"skeletal_muscle": 1}, "t")
     first = _infer(infer, image, tmp_path)
     assert first.shape == nib.load(image).shape
 

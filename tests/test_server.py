@@ -1,6 +1,7 @@
 """The real MONAI Label server with this app, started once on a small temporary datastore,
 offline (see servers.py)."""
 
+import json
 import subprocess
 import sys
 import time
@@ -46,7 +47,7 @@ def write_datastore(studies: Path) -> tuple:
         nib.save(nib.Nifti1Image(volume_hu, affine), studies / f"{image_id}.nii.gz")
     for image_id in LABELLED_IDS:
         nib.save(nib.Nifti1Image(label, affine), studies / "labels" / "final" / f"{image_id}.nii.gz")
-    records = write_dataset(studies, count=2, seed=2, matrix=96, max_slices=24, label_slices="l3", labelled=1)
+    records = write_dataset(studies, count=2, seed=2, matrix=96, max_slices=60, label_slices="l3", labelled=1)
     image_ids = IMAGE_IDS + tuple(r["id"] for r in records)
     labelled_ids = LABELLED_IDS + tuple(r["id"] for r in records if "label" in r["files"])
     return image_ids, labelled_ids
@@ -141,3 +142,26 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(server, tmp_p
     assert server.http.get(f"{server.url}/info/", timeout=10).status_code == 200
     stats = server.http.get(f"{server.url}/datastore/", params={"output": "stats"}).json()
     assert stats["total"] == len(server.image_ids)
+
+
+def test_infer_returns_l3_measurements_and_keeps_them_in_the_datastore(server):
+    image_id = server.labelled_ids[-1]  # a phantom case with L3
+    request = {"sex": "M", "height_m": 1.8, "weight_kg": 85, "cutoffs": "martin2013"}
+    response = server.http.post(f"{server.url}/infer/muscle_seg", params={"image": image_id, "output": "json"},
+                                data={"params": json.dumps(request)}, timeout=300)
+    assert response.status_code == 200, response.text
+    measurements = response.json()["measurements"]
+    truth = json.loads((server.studies / "truth" / f"{image_id}.json").read_text())
+    first, last = truth["l3_index_range"]
+    assert measurements["has_l3"] and first <= measurements["l3_slice_index"] <= last
+    assert measurements["cutoffs"] == "martin2013" and measurements["bmi"] == pytest.approx(85 / 1.8 ** 2, abs=0.05)
+    assert measurements["sma_cm2"] > 0 and measurements["sarcopenia"] in (True, False)
+    info = server.http.get(f"{server.url}/datastore/image/info", params={"image": image_id}).json()
+    assert info["sarcopenia"]["l3_slice_index"] == measurements["l3_slice_index"]
+
+
+def test_bad_measurement_option_is_a_clear_422(server):
+    response = server.http.post(f"{server.url}/infer/muscle_seg", params={"image": server.image_ids[0], "output": "json"},
+                                data={"params": json.dumps({"height_m": 175})}, timeout=300)
+    assert response.status_code == 422 and "check the units" in response.text
+    assert server.http.get(f"{server.url}/info/").status_code == 200

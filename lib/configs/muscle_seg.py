@@ -24,9 +24,10 @@ class MuscleSeg(TaskConfig):
         self.labels = {"skeletal_muscle": 1}
         self.model_path = os.path.join(model_dir, f"{name}.pt")
         self.encoder_path = os.path.join(model_dir, f"{name}_encoder.pt")  # written by self-supervised pretraining
+        self.locator_path = os.path.join(model_dir, "l3_locator.pt")  # benchmarks/train_l3_locator.py
 
     def infer(self) -> InferTask:
-        return MuscleSegInfer(self.model_path, self.labels,
+        return MuscleSegInfer(self.model_path, self.locator_path, self.labels,
                               "2.5D UNet: skeletal muscle (psoas, paraspinals, quadratus lumborum, abdominal wall)")
 
     def trainer(self) -> Dict[str, TrainTask]:

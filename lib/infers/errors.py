@@ -8,6 +8,7 @@ from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
 from monai.transforms import LoadImaged, MapTransform
 
+from sarcopenia_app.analysis import InvalidRequestError
 from sarcopenia_app.ct_input import InvalidCTError, check_ct_array
 
 
@@ -33,12 +34,13 @@ class LoadCTd(MapTransform):
 
 
 def reporting_invalid_input(call: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap an infer task's __call__ so InvalidCTError reaches the client as HTTP 422."""
+    """Wrap an infer task's __call__ so that a bad image or a bad request option reaches the
+    client as HTTP 422 with the reason."""
 
     def wrapper(self, request: Dict[str, Any], *args, **kwargs):
         try:
             return call(self, request, *args, **kwargs)
-        except InvalidCTError as error:
+        except (InvalidCTError, InvalidRequestError) as error:
             raise HTTPException(status_code=422, detail=str(error)) from error
 
     return wrapper

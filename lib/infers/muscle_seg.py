@@ -1,38 +1,52 @@
-"""Serves the muscle network as a MONAI Label infer task; the work is sarcopenia_app.segment's."""
+"""Serves the muscle network as a MONAI Label infer task; the work is sarcopenia_app's.
+
+Every inference also finds L3 and measures it: the response's ``params`` carry the
+measurements (``measurements``), and the label covers the L3 vertebra's slices (the whole volume
+with ``"region": "all"``, or when L3 is not in the scan). Request keys: ``sex``, ``height_m``,
+``weight_kg``, ``cutoffs``, ``convention``, ``slab_mm``, ``region``, ``muscle_hu`` ([low, high]).
+"""
 
 import os
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from monai.data import MetaTensor
+from monai.data.utils import affine_to_spacing
 from monai.transforms import EnsureChannelFirstd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.infers.errors import LoadCTd, reporting_invalid_input
 
-from sarcopenia_app.segment import MuscleModel, load_model, predict_mask
+from sarcopenia_app.analysis import MeasureOptions, Models, analyse_ct, model_description, subject_for
+from sarcopenia_app.ct_loader import HeaderInfo, LoadedCT
+from sarcopenia_app.level import load_locator
+from sarcopenia_app.segment import load_model, predict_mask
+
+REQUEST_OPTIONS = ("cutoffs", "convention", "slab_mm", "region", "muscle_hu")
 
 
 class MuscleSegInfer(BasicInferTask):
-    """Reloads the published model file whenever training replaces it (by modification time)."""
+    """Reloads the published model files whenever training replaces them (by modification time)."""
 
-    def __init__(self, model_path: str, labels: Dict[str, int], description: str):
+    def __init__(self, model_path: str, locator_path: str, labels: Dict[str, int], description: str):
         super().__init__(path=None, network=None, type=InferType.SEGMENTATION, labels=labels, dimension=3,
                          description=description)
-        self.model_path = model_path
-        self._loaded: Optional[MuscleModel] = None
-        self._loaded_key = None
+        self.model_path, self.locator_path = model_path, locator_path
+        self._loaded: Optional[Models] = None
+        self._loaded_key: Optional[Tuple] = None
 
     __call__ = reporting_invalid_input(BasicInferTask.__call__)
 
     def is_valid(self) -> bool:
-        return os.path.exists(self.model_path)
+        return os.path.exists(self.model_path) and os.path.exists(self.locator_path)
 
-    def model(self, device: str) -> MuscleModel:
-        key = (os.path.getmtime(self.model_path), str(device))
+    def models(self, device: str) -> Models:
+        key = (os.path.getmtime(self.model_path), os.path.getmtime(self.locator_path), str(device))
         if self._loaded is None or self._loaded_key != key:
-            self._loaded, self._loaded_key = load_model(self.model_path, device), key
+            names = {"muscle": model_description(self.model_path), "l3_locator": model_description(self.locator_path)}
+            self._loaded = Models(load_model(self.model_path, device), load_locator(self.locator_path, device), names)
+            self._loaded_key = key
         return self._loaded
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
@@ -44,6 +58,18 @@ class MuscleSegInfer(BasicInferTask):
     def run_inferer(self, data: Dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> Dict[str, Any]:
         device = device if torch.cuda.is_available() else "cpu"
         image: MetaTensor = data[self.input_key]
-        mask = predict_mask(self.model(device), image, device)
+        models = self.models(device)
+        options = MeasureOptions(**{k: tuple(data[k]) if k == "muscle_hu" else data[k]
+                                    for k in REQUEST_OPTIONS if data.get(k) is not None})
+        thickness = float(affine_to_spacing(image.affine, r=3)[2])
+        loaded = LoadedCT(MetaTensor(image.float(), affine=image.affine), HeaderInfo(slice_thickness_mm=thickness))
+        subject = subject_for(loaded.header, data.get("sex"), _number(data.get("height_m")), _number(data.get("weight_kg")))
+        result = analyse_ct(loaded, models, subject, options, device, os.path.basename(str(data.get("image_path", ""))))
+        mask = result.mask if result.mask is not None else predict_mask(models.muscle, image, device)
         data[self.output_label_key] = MetaTensor(torch.from_numpy(mask), affine=image.affine)
+        data[self.output_json_key] = {"measurements": result.record}
         return data
+
+
+def _number(value: Any) -> Optional[float]:
+    return None if value in (None, "") else float(value)

@@ -22,18 +22,20 @@ from monai.data import MetaTensor
 from monai.networks.layers import Norm
 from monai.networks.nets import UNet
 
-from .projection import CHANNELS, ROW_MM, Projection, project
+from .projection import CHANNELS, Projection, project
 
 LEVEL_NAMES: Tuple[str, ...] = tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"])
 L3_LEVEL = float(LEVEL_NAMES.index("L3"))
 ROW_DIVISOR = 16  # the network halves the rows four times
+LEVEL_SCALE = 4.0  # the network regresses (level - L3) / LEVEL_SCALE: outputs of order one
 MIN_CONFIDENCE = 0.5  # below this the slice is still reported, with a warning
+LEVEL_TOLERANCE = 0.75  # the level coordinate at the L3 body's middle must read 14 +- this
 CONVENTIONS = ("mid", "inferior_endplate")
 
 
 @dataclass(frozen=True)
 class LocatorConfig:
-    channels: Tuple[int, ...] = (16, 32, 64, 96, 128)
+    channels: Tuple[int, ...] = (8, 16, 32, 64, 128)
     res_units: int = 1
 
     def to_dict(self) -> Dict:
@@ -58,7 +60,7 @@ class LevelNetwork(torch.nn.Module):
 
     def forward(self, projection: torch.Tensor) -> torch.Tensor:
         out = self.unet(projection).mean(dim=2)
-        return torch.stack([out[:, 0] + L3_LEVEL, out[:, 1]], dim=1)  # regress around L3
+        return torch.stack([out[:, 0] * LEVEL_SCALE + L3_LEVEL, out[:, 1]], dim=1)
 
 
 @dataclass
@@ -127,19 +129,14 @@ def _crossings(levels: np.ndarray) -> List[float]:
     return found
 
 
-def _l3_run(probability: np.ndarray, row: int) -> Tuple[int, int]:
-    """Rows [first, last] of the L3-body run around `row` (that row alone if it is not in one)."""
-    first = last = row
-    while first > 0 and probability[first - 1] > 0.5:
-        first -= 1
-    while last < len(probability) - 1 and probability[last + 1] > 0.5:
-        last += 1
-    return first, last
-
-
 def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mid",
               device: Union[str, torch.device] = "cpu") -> L3Location:
-    """The L3 slice of a (1, X, Y, Z) HU volume with its affine, or why there is none."""
+    """The L3 slice of a (1, X, Y, Z) HU volume with its affine, or why there is none.
+
+    The two heads must agree: the rows classified as L3 body give the body's extent and middle,
+    and the level coordinate there must read L3. A body cut by the scan's edge is accepted only
+    if the level coordinate crosses L3's middle inside the scan.
+    """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}")
     projection = project(image_hu)
@@ -148,16 +145,27 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
     common = dict(convention=convention, index_axis=projection.stored_axis, levels_seen=seen,
                   row_levels=[round(float(v), 3) for v in levels],
                   row_l3_probability=[round(float(v), 3) for v in probability])
-    crossings = _crossings(levels)
-    if not crossings:
-        return L3Location(False, _absence_confidence(levels), reason=(
-            f"L3 is not in the field of view: the scan covers about {seen[0]} to {seen[1]}"), **common)
-    mid_row = max(crossings, key=lambda r: _interpolate(probability, r))
-    first, last = _l3_run(probability, int(round(mid_row)))
-    confidence = float(_interpolate(probability, mid_row))
-    run_centre = (first + last) / 2
-    half_height_rows = max((last - first + 1) / 2, 1.0)
-    confidence *= float(np.clip(1 - abs(run_centre - mid_row) / half_height_rows, 0, 1))
+    absent = f"L3 is not in the field of view: the scan covers about {seen[0]} to {seen[1]}"
+    run = _best_run(probability)
+    if run is None:
+        return L3Location(False, _absence_confidence(levels), reason=absent, **common)
+    first, last = run
+    crossings = [r for r in _crossings(levels) if first - 1 <= r <= last + 1]
+    if first > 0 and last < projection.rows - 1:
+        weights = probability[first:last + 1]
+        mid_row = float(np.sum(np.arange(first, last + 1) * weights) / np.sum(weights))
+    elif crossings:
+        mid_row = crossings[0]
+    else:
+        return L3Location(False, 0.5, reason=f"{absent}; the L3 body is cut by the scan's edge before its middle",
+                          **common)
+    if abs(_interpolate(levels, mid_row) - L3_LEVEL) > LEVEL_TOLERANCE:
+        return L3Location(False, 0.5, reason=f"{absent}; no vertebra was recognised as L3 with confidence",
+                          **common)
+    confidence = float(np.mean(probability[first:last + 1]))
+    if crossings:
+        half_height_rows = max((last - first + 1) / 2, 1.0)
+        confidence *= float(np.clip(1 - abs(crossings[0] - mid_row) / half_height_rows, 0, 1))
     row = first if convention == "inferior_endplate" else mid_row
     slice_index = int(np.clip(np.rint(projection.stored_slice(row)), 0, projection.n_slices - 1))
     body = sorted({int(np.clip(np.rint(projection.stored_slice(r)), 0, projection.n_slices - 1))
@@ -165,6 +173,21 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
     return L3Location(True, round(confidence, 3), slice_index=slice_index,
                       z_mm=_world_z(image_hu, projection.stored_axis, slice_index),
                       l3_slices=list(range(body[0], body[-1] + 1)), **common)
+
+
+def _best_run(probability: np.ndarray) -> Optional[Tuple[int, int]]:
+    """Rows [first, last] of the run of L3-body rows (probability > 0.5) with the most mass."""
+    best, best_mass, r = None, 0.0, 0
+    while r < len(probability):
+        if probability[r] > 0.5:
+            start = r
+            while r + 1 < len(probability) and probability[r + 1] > 0.5:
+                r += 1
+            mass = float(probability[start:r + 1].sum())
+            if mass > best_mass:
+                best, best_mass = (start, r), mass
+        r += 1
+    return best
 
 
 def _absence_confidence(levels: np.ndarray) -> float:
@@ -183,6 +206,3 @@ def _world_z(image_hu: MetaTensor, axis: int, index: int) -> float:
     affine = np.asarray(image_hu.affine, float)
     return round(float((affine @ voxel)[2]), 2)
 
-
-def rows_to_mm(rows: np.ndarray) -> np.ndarray:
-    return np.asarray(rows, float) * ROW_MM

@@ -1,0 +1,96 @@
+"""L3 localisation: projection geometry, training, and the shipped locator on generated scans."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from sarcopenia_app.level import load_locator, locate_l3
+from sarcopenia_app.level.locator import build_locator
+from sarcopenia_app.level.projection import ROW_MM, project
+from sarcopenia_app.level.training import augment, loss, phantom_sample
+from sarcopenia_app.phantom import generate_case
+from sarcopenia_app.phantom.writer import stored_layout
+
+LOCATOR = Path(__file__).resolve().parents[1] / "model" / "l3_locator.pt"
+
+
+def _volume_with_marker(flip_z: bool, lps: bool):
+    """Air-filled box with a body and a dense plate at stored slices 30..32 of 60 (2.5 mm)."""
+    volume = np.full((64, 48, 60), -1000.0, np.float32)
+    volume[8:56, 8:40] = 40.0
+    volume[20:44, 20:30, 30:33] = 900.0
+    affine = np.diag([-1.5 if lps else 1.5, -1.5 if lps else 1.5, 2.5, 1.0])
+    if flip_z:
+        volume = volume[:, :, ::-1].copy()
+        affine[2, 2], affine[2, 3] = -2.5, 59 * 2.5
+    return MetaTensor(torch.from_numpy(volume)[None], affine=torch.from_numpy(affine))
+
+
+@pytest.mark.parametrize("flip_z", [False, True])
+@pytest.mark.parametrize("lps", [False, True])
+def test_projection_rows_map_back_to_stored_slices(flip_z, lps):
+    projection = project(_volume_with_marker(flip_z, lps))
+    bone_rows = np.nonzero(projection.image[0].max(axis=0) > 0.5)[0]
+    stored = sorted(projection.stored_slice(r) for r in (bone_rows[0], bone_rows[-1]))
+    expected = (59 - 32, 59 - 30) if flip_z else (30, 32)
+    assert stored[0] == pytest.approx(expected[0], abs=1.0) and stored[1] == pytest.approx(expected[1], abs=1.0)
+    assert projection.rows == int((60 - 1) * 2.5 / ROW_MM) + 1
+    assert projection.image.shape[:2] == (2, 160)
+
+
+def test_a_few_training_steps_lower_the_loss():
+    sample = phantom_sample(generate_case(4000, 3, matrix=96, max_slices=120))
+    assert sample.in_l3.any() and sample.level.min() < 14 < sample.level.max()
+    rng = np.random.default_rng(0)
+    batch = [torch.from_numpy(np.stack(parts)) for parts in zip(*[augment(sample, 96, rng) for _ in range(4)])]
+    torch.manual_seed(0)
+    locator = build_locator()
+    optimizer = torch.optim.Adam(locator.network.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        value = loss(locator.network(batch[0]), *batch[1:])
+        value.backward()
+        optimizer.step()
+        losses.append(float(value))
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+
+
+def _stored_image(case):
+    affine, to_stored = stored_layout(case, case.acquisition.orientation)
+    return MetaTensor(torch.from_numpy(to_stored(case.hu).astype(np.float32))[None], affine=torch.from_numpy(affine))
+
+
+@pytest.fixture(scope="module")
+def locator():
+    return load_locator(LOCATOR)
+
+
+def test_shipped_locator_finds_mid_l3_in_either_z_direction(locator):
+    case = generate_case(2000, 3, matrix=128, max_slices=120)
+    image = _stored_image(case)
+    found = locate_l3(locator, image)
+    assert found.has_l3 and found.confidence > 0.5
+    assert found.slice_index in case.level_slices("L3")
+    assert abs(found.slice_index - case.l3_mid_index) * case.spacing_mm[2] <= max(case.spacing_mm[2], 3.0)
+    assert found.l3_slices[0] <= case.l3_mid_index <= found.l3_slices[-1]
+    flipped_affine = image.affine.clone()
+    flipped_affine[:3, 2] *= -1
+    flipped_affine[:3, 3] = torch.as_tensor(image.affine[:3, :] @ torch.tensor([0.0, 0.0, image.shape[-1] - 1, 1.0],
+                                                                            dtype=image.affine.dtype))
+    flipped = MetaTensor(torch.flip(image.as_tensor(), dims=[-1]), affine=flipped_affine)
+    found_flipped = locate_l3(locator, flipped)
+    assert found_flipped.slice_index == image.shape[-1] - 1 - found.slice_index
+    assert found_flipped.z_mm == pytest.approx(found.z_mm, abs=0.01)
+    endplate = locate_l3(locator, image, convention="inferior_endplate")
+    assert endplate.slice_index < found.slice_index
+
+
+def test_chest_only_scan_is_reported_without_l3(locator):
+    case = generate_case(2000, 1, matrix=128, acquisition_overrides={"coverage": "chest"})
+    found = locate_l3(locator, _stored_image(case))
+    assert not found.has_l3 and found.slice_index is None
+    assert "not in the field of view" in found.reason
