@@ -16,6 +16,7 @@ from .network import NetworkConfig, build_network
 from .transforms import DEFAULT_PIXDIM_MM, NeighbourSlicesd, crop_to_body, to_model_grid, window_hu
 
 DIVISOR_PX = 16  # the UNet halves the slice four times
+CHUNK_SLICES = 32  # slices resampled and segmented at once: bounds memory on long scans
 
 
 @dataclass
@@ -39,15 +40,29 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
 
 
 def predict_probability(model: MuscleModel, image_hu: MetaTensor, device: Union[str, torch.device] = "cpu",
-                        z_range: Optional[Tuple[int, int]] = None, sw_batch_size: int = 8) -> MetaTensor:
+                        z_range: Optional[Tuple[int, int]] = None, sw_batch_size: int = 8,
+                        chunk_slices: int = CHUNK_SLICES) -> MetaTensor:
     """Muscle probability (1, X, Y, Z) on the input grid for a (1, X, Y, Z) HU image with its affine.
 
     `z_range` ([first, last) along the stored third axis) limits the work to a slab, e.g. around L3;
-    slices outside it get probability 0.
+    slices outside it get probability 0. The slab is processed `chunk_slices` at a time (with the
+    neighbour slices the network reads as context), so memory does not grow with the scan length.
     """
-    source = image_hu
-    if z_range is not None:
-        source = SpatialCrop(roi_start=(0, 0, z_range[0]), roi_end=(*image_hu.shape[1:3], z_range[1]))(image_hu)
+    first, last = z_range if z_range is not None else (0, image_hu.shape[-1])
+    context = model.config.neighbour_slices
+    full = torch.zeros(image_hu.shape, dtype=torch.float32)
+    for start in range(first, last, chunk_slices):
+        stop = min(start + chunk_slices, last)
+        lo, hi = max(start - context, 0), min(stop + context, image_hu.shape[-1])
+        slab = _slab_probability(model, image_hu, (lo, hi), device, sw_batch_size)
+        full[..., start:stop] = slab[..., start - lo:stop - lo]
+    return MetaTensor(full, affine=image_hu.affine)
+
+
+def _slab_probability(model: MuscleModel, image_hu: MetaTensor, z_range: Tuple[int, int],
+                      device: Union[str, torch.device], sw_batch_size: int) -> torch.Tensor:
+    """Probability (1, X, Y, z_range length) of the slices [first, last) on their input grid."""
+    source = SpatialCrop(roi_start=(0, 0, z_range[0]), roi_end=(*image_hu.shape[1:3], z_range[1]))(image_hu)
     data = {"image": MetaTensor(source.float(), affine=source.affine)}
     data = Compose([*to_model_grid(("image",), model.pixdim_mm, ("bilinear",)), crop_to_body(("image",)),
                     window_hu("image"),
@@ -58,20 +73,15 @@ def predict_probability(model: MuscleModel, image_hu: MetaTensor, device: Union[
     inferer = SliceInferer(roi_size=roi, sw_batch_size=sw_batch_size, spatial_dim=2, overlap=0.0,
                            progress=False)
     model.network.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         logits = inferer(model_input.as_tensor()[None].to(device), model.network)
-    probability = torch.softmax(logits, dim=1)[0, 1:].cpu()
+        probability = torch.softmax(logits, dim=1)[0, 1:].cpu()
     probability = MetaTensor(probability, affine=model_input.affine)
-    back = ResampleToMatch(mode="bilinear", padding_mode="zeros")(probability, img_dst=source)
-    if z_range is None:
-        return back
-    full = torch.zeros(image_hu.shape, dtype=back.dtype)
-    full[..., z_range[0]:z_range[1]] = back.as_tensor()
-    return MetaTensor(full, affine=image_hu.affine)
+    return ResampleToMatch(mode="bilinear", padding_mode="zeros")(probability, img_dst=source).as_tensor()
 
 
 def predict_mask(model: MuscleModel, image_hu: MetaTensor, device: Union[str, torch.device] = "cpu",
-                 z_range: Optional[Tuple[int, int]] = None) -> np.ndarray:
+                 z_range: Optional[Tuple[int, int]] = None, chunk_slices: int = CHUNK_SLICES) -> np.ndarray:
     """Binary muscle mask (X, Y, Z) uint8 on the input grid."""
-    probability = predict_probability(model, image_hu, device, z_range)
+    probability = predict_probability(model, image_hu, device, z_range, chunk_slices=chunk_slices)
     return (probability[0].numpy() > 0.5).astype(np.uint8)

@@ -190,6 +190,20 @@ def test_probability_map_is_on_the_input_grid_for_any_orientation():
     assert slab[..., 0].sum() == 0 and slab[..., 4].sum() == 0 and slab[..., 1:3].sum() > 0
 
 
+def test_chunked_inference_matches_one_pass_with_the_shipped_model(datastore_dir):
+    """Long scans go through in chunks of slices (bounded memory); the chunk edges must not show."""
+    from sarcopenia_app.segment import load_model, predict_mask
+
+    image = nib.load(sorted(datastore_dir.glob("*.nii.gz"))[0])
+    volume = MetaTensor(torch.from_numpy(np.asarray(image.dataobj, np.float32))[None], affine=torch.from_numpy(image.affine))
+    model = load_model(Path(__file__).resolve().parents[1] / "model" / "muscle_seg.pt")
+    one_pass = predict_mask(model, volume, chunk_slices=volume.shape[-1])
+    chunked = predict_mask(model, volume, chunk_slices=3)
+    assert one_pass.sum() > 1000
+    agreement = 2 * (one_pass & chunked).sum() / (one_pass.sum() + chunked.sum())
+    assert agreement > 0.98
+
+
 def test_training_can_start_from_a_pretrained_encoder(datastore_dir, tmp_path):
     """Transfer learning: matching tensors come from the encoder file, the network really changes."""
     donor = build_network(TINY)
