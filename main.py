@@ -14,7 +14,9 @@ from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, Union
 
 import lib.configs
 import lib.endpoints
+import lib.log_privacy
 from lib.datastore.dicomweb import for_this_app
+from lib.datastore.local import safe_local_datastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore
@@ -68,6 +70,9 @@ class SarcopeniaApp(MONAILabelApp):
             self.models[name] = configs[name]()
             self.models[name].init(name, model_dir, conf, None)
         logger.info(f"Models: {list(self.models)}")
+        # before the datastore is built: it logs every image id it finds
+        lib.log_privacy.install(lib.log_privacy.ids_in_folder(
+            studies, lambda: self._datastore.list_images() if getattr(self, "_datastore", None) else []))
 
         super().__init__(
             app_dir=app_dir,
@@ -98,7 +103,10 @@ class SarcopeniaApp(MONAILabelApp):
         return self._collect(lambda config: config.scoring_method())
 
     def init_datastore(self) -> Datastore:
-        """With ``--studies http...``: our DICOMweb datastore (lib/datastore/dicomweb.py)."""
+        """With ``--studies http...``: our DICOMweb datastore (lib/datastore/dicomweb.py); with a
+        folder: the local datastore with crash-safe writes (lib/datastore/local.py)."""
+        if not self.studies.startswith(("http://", "https://")):
+            return safe_local_datastore(self.studies)
         label_names = {name: value for config in self.models.values() for name, value in config.labels.items()}
         return for_this_app(super().init_datastore(), label_names)
 

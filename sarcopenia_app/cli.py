@@ -113,6 +113,16 @@ def _add_pretrain_parser(sub) -> None:
     pre.set_defaults(func=_pretrain)
 
 
+def _access_token(args: argparse.Namespace) -> int:
+    from .access_tokens import add_token
+
+    token, user = add_token(Path(args.file), args.user, args.role)
+    print(token)
+    print(f"token for {user.user} with roles {sorted(user.roles)} added to {args.file}; it is shown only now",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sarcopenia", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("folder", help="folder searched recursively for DICOM files")
     up.add_argument("--dicomweb", default="http://127.0.0.1:8042/dicom-web", help="DICOMweb root of the PACS")
     up.set_defaults(func=_pacs_upload)
+    tok = sub.add_parser("access-token", help="create a bearer token for one user of the server "
+                                              "(--conf access_tokens FILE; see docs/reliability.md)")
+    tok.add_argument("--file", required=True, help="token file (created if missing; only hashes are stored)")
+    tok.add_argument("--user", required=True)
+    tok.add_argument("--role", action="append", required=True, choices=("admin", "reviewer", "annotator", "user"),
+                     help="repeat for several roles")
+    tok.set_defaults(func=_access_token)
     return parser
 
 

@@ -7,7 +7,10 @@ from typing import Sequence
 import numpy as np
 
 MIN_SLICES = 1
-MAX_VOXELS = 1024 * 1024 * 1200  # about 2.4 GB as int16; larger volumes are refused, not swapped
+# 512 x 512 x 1024 slices: a thin-slice abdomen-pelvis CT fits. Larger volumes are refused from
+# the file header, before their voxels are read, so the memory an inference takes stays bounded
+# (measured per voxel in docs/reliability.md).
+MAX_VOXELS = 512 * 512 * 1024
 
 
 class InvalidCTError(ValueError):
@@ -22,17 +25,24 @@ def check_ct_array(volume: np.ndarray, spacing_mm: Sequence[float]) -> None:
             "send a NIfTI/NRRD volume or a whole DICOM series, not a single 2D or colour image")
     if min(volume.shape[:2]) < 32:
         raise InvalidCTError(f"axial slices of {volume.shape[0]}x{volume.shape[1]} pixels are too small for a CT")
-    if volume.size > MAX_VOXELS:
-        raise InvalidCTError(f"volume of {volume.size / 1e6:.0f} million voxels exceeds the limit of "
-                             f"{MAX_VOXELS / 1e6:.0f} million: crop it to the abdomen first")
+    check_voxel_count(volume.shape)
     spacing = np.asarray(spacing_mm, float)
     if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
         raise InvalidCTError(f"voxel spacing {spacing.tolist()} mm is not valid: the header's affine is broken")
+    if volume.dtype.kind == "f" and not np.all(np.isfinite(volume)):  # one bad voxel is enough: check all
+        raise InvalidCTError("the volume contains NaN or infinite values: the file is damaged or was "
+                             "written by a faulty conversion; export the series again")
     sample = volume[::4, ::4, :: max(volume.shape[2] // 16, 1)]
-    if not np.all(np.isfinite(sample)):
-        raise InvalidCTError("the volume contains NaN or infinite values")
     low, high = np.percentile(sample, [1, 99.5])
     if low > -500 or high < 0 or high > 10000:
         raise InvalidCTError(
             f"intensities from {low:.0f} to {high:.0f} do not look like CT in Hounsfield units (air near -1000, "
             "soft tissue 0..100): is this another modality, or raw values without the DICOM rescale?")
+
+
+def check_voxel_count(shape: Sequence[int]) -> None:
+    """Refuse a volume larger than MAX_VOXELS; callers pass the header's shape before reading voxels."""
+    voxels = int(np.prod([int(n) for n in shape], dtype=np.int64))
+    if voxels > MAX_VOXELS:
+        raise InvalidCTError(f"volume of {tuple(int(n) for n in shape)} = {voxels / 1e6:.0f} million voxels exceeds "
+                             f"the limit of {MAX_VOXELS / 1e6:.0f} million: crop it to the abdomen first")

@@ -7,6 +7,7 @@ height, weight, sex and contrast need not be typed in when the scanner recorded 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Union
@@ -17,8 +18,8 @@ from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
 from monai.transforms import LoadImage
 
-from .ct_input import InvalidCTError, check_ct_array
-from .dicom_io import DicomVolume, dicom_files, read_series
+from .ct_input import InvalidCTError, check_ct_array, check_voxel_count
+from .dicom_io import DicomVolume, dicom_files, is_dicom_file, read_series
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
@@ -54,12 +55,64 @@ def load_ct(path: Union[str, Path]) -> LoadedCT:
     path = Path(path)
     if not path.exists():
         raise InvalidCTError(f"{path} does not exist")
+    if path.is_file() and not is_volume_file(path) and not is_dicom_file(path):
+        raise InvalidCTError(f"{path.name} is neither a CT volume (NIfTI, NRRD) nor a DICOM file: "
+                             "send the CT itself, not a picture or a report")
     loaded = _load_volume_file(path) if is_volume_file(path) else _load_dicom(path)
     check_ct_array(np.asarray(loaded.image[0]), loaded.spacing_mm.tolist())
     return loaded
 
 
+def _nifti_header(path: Union[str, Path]):
+    """A NIfTI file's header, read without the voxels (None for other formats, or when it cannot
+    be read: the full read then reports the damage)."""
+    if not str(path).lower().endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        import nibabel as nib
+        from nibabel.openers import ImageOpener
+
+        with ImageOpener(str(path)) as f:  # check=False: as written, not as nibabel would repair it
+            return nib.Nifti1Header.from_fileobj(f, check=False)
+    except Exception:  # noqa: BLE001 - the full read that follows says what is wrong
+        return None
+
+
+def header_shape(path: Union[str, Path]) -> Optional[tuple]:
+    """The array shape a NIfTI header announces (None for other formats)."""
+    header = _nifti_header(path)
+    return None if header is None else tuple(header.get_data_shape())
+
+
+def check_nifti_geometry(header) -> None:
+    """Readers quietly repair a broken geometry (nibabel turns a zero spacing into 1 mm, and a
+    singular sform into a guess), which would make every area wrong: refuse it from the header."""
+    zooms = np.asarray(header["pixdim"][1:4], float)
+    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+        raise InvalidCTError(f"voxel spacing {zooms.tolist()} mm in the NIfTI header is not valid: the header's "
+                             "affine is broken; convert the DICOM series again")
+    for code, matrix in (("sform_code", header.get_sform()), ("qform_code", header.get_qform())):
+        if int(header[code]) > 0:
+            linear = np.asarray(matrix, float)[:3, :3]
+            if not np.all(np.isfinite(linear)) or abs(np.linalg.det(linear)) < 1e-6:
+                raise InvalidCTError(f"the NIfTI header's {code.split('_')[0]} has no valid voxel spacing "
+                                     f"(singular affine): the header's affine is broken; convert the DICOM series again")
+
+
+def check_before_reading(path: Union[str, Path]) -> None:
+    """InvalidCTError for an empty file, or a NIfTI header that announces more voxels than
+    ct_input allows or a broken geometry, before any voxel is read (a gzip bomb or a whole-body
+    scan is refused before it fills the memory)."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise InvalidCTError(f"{Path(path).name} is empty (0 bytes): the upload or copy did not finish; send it again")
+    header = _nifti_header(path)
+    if header is not None:
+        check_voxel_count(header.get_data_shape())
+        check_nifti_geometry(header)
+
+
 def _load_volume_file(path: Path) -> LoadedCT:
+    check_before_reading(path)
     try:
         image = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
     except Exception as error:  # a reader's stack trace means nothing to the user

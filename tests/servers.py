@@ -108,7 +108,7 @@ def wait_for_info(url: str, http: requests.Session, process: subprocess.Popen, l
         if process.poll() is not None:
             pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()[-5000:]}")
         try:
-            if http.get(f"{url}/info/", timeout=5).status_code == 200:
+            if http.get(f"{url}/info/", timeout=5).status_code in (200, 401):  # 401: up, with access tokens
                 return
         except requests.ConnectionError:
             pass

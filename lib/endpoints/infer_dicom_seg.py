@@ -11,6 +11,7 @@
 
 import json
 import os
+from functools import partial
 from typing import Callable, Dict, Mapping, Optional
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
@@ -20,6 +21,7 @@ from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.endpoints.user.auth import RBAC, User
 
 from lib.datastore import segments
+from lib.endpoints.infer_limit import InferLimit
 from lib.endpoints.invalid_input import invalid_ct_as_422
 
 
@@ -31,8 +33,9 @@ def with_segment_names(params: str, model: str, label_names: Mapping[str, int]) 
     return json.dumps(values)
 
 
-def router(labels_of: Callable[[str], Optional[Dict[str, int]]]) -> APIRouter:
-    """``labels_of(model)``: the model's label names -> values, None for an unknown model."""
+def router(labels_of: Callable[[str], Optional[Dict[str, int]]], limit: InferLimit) -> APIRouter:
+    """``labels_of(model)``: the model's label names -> values, None for an unknown model;
+    ``limit``: how many inferences run at once (in worker threads, see infer_limit)."""
     routes = APIRouter(include_in_schema=False)
 
     @routes.post("/infer/{model}")
@@ -51,7 +54,8 @@ def router(labels_of: Callable[[str], Optional[Dict[str, int]]]) -> APIRouter:
         if output == ResultType.dicom_seg and labels:
             params = with_segment_names(params, model, labels)
         with invalid_ct_as_422():
-            response = run_inference(background_tasks, model, image, session_id, params, file, label, output)
+            response = await limit.run(partial(run_inference, background_tasks, model, image, session_id, params,
+                                               file, label, output))
         if isinstance(response, FileResponse) and not os.path.isfile(response.path):
             # the SEG writer returns "" for an empty mask; upstream then fails while sending
             raise HTTPException(status_code=422, detail=f"{model} found no {', '.join(labels or {})} "

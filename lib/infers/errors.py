@@ -10,6 +10,7 @@ from monai.transforms import LoadImaged, MapTransform
 
 from sarcopenia_app.analysis import InvalidRequestError
 from sarcopenia_app.ct_input import InvalidCTError, check_ct_array
+from sarcopenia_app.ct_loader import check_before_reading
 
 
 class LoadCTd(MapTransform):
@@ -21,6 +22,9 @@ class LoadCTd(MapTransform):
         self.load = LoadImaged(keys=key)
 
     def __call__(self, data):
+        for key in self.key_iterator(data):
+            if isinstance(data[key], str):
+                check_before_reading(data[key])
         try:
             d = self.load(data)
         except Exception as error:  # any reader failure means the same to the user

@@ -2,7 +2,9 @@
 
 Partial labels: only slices that hold an annotation are ever sampled or scored; the others are
 unknown, not background. The best model is published atomically with what is needed to rebuild
-it, so a running server never loads a half-written file. `multi_gpu` works on CPU machines too
+it, so a running server never loads a half-written file, and only if its validation Dice is not
+below the published model's on the same validation images; a run whose loss turns NaN stops
+and publishes nothing. `multi_gpu` works on CPU machines too
 (gloo, one process per entry of `gpus`), so the same code scales out on a GPU server.
 """
 
@@ -11,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 from ignite.engine import Events
-from monai.handlers import LrScheduleHandler
+from ignite.handlers import TerminateOnNan
+from monai.handlers import LrScheduleHandler, from_engine
 from monai.inferers import SliceInferer
 from monai.losses import DiceCELoss
 from monai.networks.utils import copy_model_state
@@ -23,7 +26,7 @@ from monai.transforms import Activationsd, AsDiscreted, EnsureTyped, RandWeighte
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
 from sarcopenia_app.network import NetworkConfig, build_network
-from sarcopenia_app.publish import publish_atomically
+from sarcopenia_app.publish import all_finite, publish_atomically, publish_decision
 from sarcopenia_app.transforms import (
     AnnotatedSliceWeightd,
     CropToAnnotatedSlabd,
@@ -130,6 +133,12 @@ class MuscleSegTrain(BasicTrainTask):
     # ---- publishing --------------------------------------------------------------------------
     def finalize(self, context: Context):
         super().finalize(context)
+        context.trainer.add_event_handler(Events.ITERATION_COMPLETED,
+                                          TerminateOnNan(output_transform=from_engine(["loss"], first=True)))
+        baseline: Dict[str, Any] = {"dice": None}
+        if context.evaluator is not None:  # on every rank: a distributed evaluator needs them all
+            context.trainer.add_event_handler(Events.STARTED, lambda _: baseline.update(
+                dice=self._published_dice(context)))
         if context.local_rank != 0:
             return
         engine = context.evaluator or context.trainer
@@ -138,13 +147,39 @@ class MuscleSegTrain(BasicTrainTask):
             if current.state.best_metric_epoch != context.trainer.state.epoch:
                 return
             network = context.network.module if hasattr(context.network, "module") else context.network
-            state = {"model": network.state_dict(), "network_config": self.network_config.to_dict(),
+            weights = network.state_dict()
+            publish, why = publish_decision(float(current.state.best_metric), baseline["dice"], all_finite(weights))
+            logger.info(f"Epoch {context.trainer.state.epoch}: {why}")
+            if not publish:
+                return
+            state = {"model": weights, "network_config": self.network_config.to_dict(),
                      "pixdim_mm": self.pixdim_mm, "val_dice": float(current.state.best_metric),
                      "epoch": int(context.trainer.state.epoch)}
             publish_atomically(state, self.model_publish_path)
             logger.info(f"Published {self.model_publish_path} (epoch {state['epoch']}, dice {state['val_dice']:.4f})")
 
         engine.add_event_handler(Events.EPOCH_COMPLETED, publish_if_best)
+
+    def _published_dice(self, context: Context) -> Optional[float]:
+        """The published model's Dice on this run's validation images: the bar a new model must reach.
+        Runs the run's own evaluator with the published weights, then puts the run's weights back."""
+        if not os.path.exists(self.model_publish_path):
+            return None
+        network = context.network.module if hasattr(context.network, "module") else context.network
+        own = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        published = torch.load(self.model_publish_path, map_location="cpu", weights_only=True)
+        try:
+            network.load_state_dict(published["model"])
+        except (KeyError, RuntimeError) as error:  # another architecture: it cannot be compared
+            logger.warning(f"published model not comparable ({error}); a new model is published on its own merit")
+            return None
+        evaluator = context.evaluator
+        evaluator.run(global_epoch=0)
+        dice = float(evaluator.state.metrics[evaluator.state.key_metric_name])
+        evaluator.state.best_metric, evaluator.state.best_metric_epoch = -1.0, -1
+        network.load_state_dict(own)
+        logger.info(f"Published model's validation dice on this run's images: {dice:.4f}")
+        return dice
 
     # ---- distributed training without GPUs -------------------------------------------------
     def __call__(self, request, datastore):
