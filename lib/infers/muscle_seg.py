@@ -2,7 +2,8 @@
 
 Every inference also finds L3 and measures it: the response's ``params`` carry the
 measurements (``measurements``), and the label covers the L3 vertebra's slices (the whole volume
-with ``"region": "all"``, or when L3 is not in the scan). Request keys: ``sex``, ``height_m``,
+with ``"region": "all"``); a scan without L3 is answered with 422 and the reason unless
+``"region": "all"`` asks for the mask anyway. Request keys: ``sex``, ``height_m``,
 ``weight_kg``, ``cutoffs``, ``convention``, ``slab_mm``, ``region``, ``muscle_hu`` ([low, high]).
 """
 
@@ -21,7 +22,8 @@ from lib.infers.errors import LoadCTd, reporting_invalid_input
 from sarcopenia_app.analysis import MeasureOptions, Models, analyse_ct, model_description, subject_for
 from sarcopenia_app.ct_loader import HeaderInfo, LoadedCT
 from sarcopenia_app.level import load_locator
-from sarcopenia_app.segment import load_model, predict_mask
+from sarcopenia_app.ct_input import InvalidCTError
+from sarcopenia_app.segment import load_model
 
 REQUEST_OPTIONS = ("cutoffs", "convention", "slab_mm", "region", "muscle_hu")
 
@@ -65,8 +67,10 @@ class MuscleSegInfer(BasicInferTask):
         loaded = LoadedCT(MetaTensor(image.float(), affine=image.affine), HeaderInfo(slice_thickness_mm=thickness))
         subject = subject_for(loaded.header, data.get("sex"), _number(data.get("height_m")), _number(data.get("weight_kg")))
         result = analyse_ct(loaded, models, subject, options, device, os.path.basename(str(data.get("image_path", ""))))
-        mask = result.mask if result.mask is not None else predict_mask(models.muscle, image, device)
-        data[self.output_label_key] = MetaTensor(torch.from_numpy(mask), affine=image.affine)
+        if result.mask is None:  # no L3 and no whole-volume request: nothing to measure or show
+            raise InvalidCTError(f"{result.location.reason}: no L3 measurement is possible on this scan; "
+                                 'send {"region": "all"} for a whole-volume muscle mask')
+        data[self.output_label_key] = MetaTensor(torch.from_numpy(result.mask), affine=image.affine)
         data[self.output_json_key] = {"measurements": result.record}
         return data
 
