@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Type, TypeVar, Union
 import lib.configs
 import lib.endpoints
 import lib.log_privacy
+import lib.scoring.refresh
 from lib.datastore.dicomweb import for_this_app
 from lib.datastore.local import safe_local_datastore
 from monailabel.interfaces.app import MONAILabelApp
@@ -101,6 +102,10 @@ class SarcopeniaApp(MONAILabelApp):
 
     def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
         return self._collect(lambda config: config.scoring_method())
+
+    def async_scoring(self, method, params=None):
+        """Scores are refreshed after training even while scoring runs (lib/scoring/refresh.py)."""
+        return lib.scoring.refresh.request_scoring(list(self._scoring_methods), self._server_mode, method, params)
 
     def init_datastore(self) -> Datastore:
         """With ``--studies http...``: our DICOMweb datastore (lib/datastore/dicomweb.py); with a

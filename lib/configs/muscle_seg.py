@@ -4,14 +4,19 @@ import os
 from typing import Any, Dict
 
 from lib.infers.muscle_seg import MuscleSegInfer
+from lib.scoring.muscle_uncertainty import MuscleUncertaintyScoring
+from lib.strategies.uncertain import MostUncertain
 from lib.trainers.muscle_seg import MuscleSegTrain
 from lib.trainers.muscle_seg_pretrain import MuscleSegPretrain
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
 from sarcopenia_app.network import NetworkConfig
 from sarcopenia_app.transforms import DEFAULT_PIXDIM_MM
+from sarcopenia_app.uncertainty import DEFAULT_PASSES
 
 NETWORK = NetworkConfig(channels=(16, 32, 64, 128, 256), res_units=1, dropout=0.1)
 
@@ -25,6 +30,7 @@ class MuscleSeg(TaskConfig):
         self.model_path = os.path.join(model_dir, f"{name}.pt")
         self.encoder_path = os.path.join(model_dir, f"{name}_encoder.pt")  # written by self-supervised pretraining
         self.locator_path = os.path.join(model_dir, "l3_locator.pt")  # benchmarks/train_l3_locator.py
+        self.uncertainty_passes = int(conf.get("uncertainty_passes", DEFAULT_PASSES))  # MC dropout + flip passes
 
     def infer(self) -> InferTask:
         return MuscleSegInfer(self.model_path, self.locator_path, self.labels,
@@ -44,3 +50,11 @@ class MuscleSeg(TaskConfig):
                 NETWORK, DEFAULT_PIXDIM_MM,
                 f'Self-supervised pretraining on every image (labelled or not); needs {{"confirm": "{pretrain_name}"}}'),
         }
+
+    def scoring_method(self) -> Dict[str, ScoringMethod]:
+        """Uncertainty around L3 of every unlabelled image, against the published model."""
+        return {"muscle_uncertainty": MuscleUncertaintyScoring(self.model_path, self.locator_path,
+                                                                 self.uncertainty_passes)}
+
+    def strategy(self) -> Dict[str, Strategy]:
+        return {"uncertain": MostUncertain(self.model_path)}

@@ -1,0 +1,1 @@
+"""Scoring methods of the app: per-image numbers stored in the datastore for active learning."""

@@ -1,0 +1,1 @@
+"""Active-learning strategies of the app: which image an annotator gets next."""
