@@ -24,6 +24,19 @@ logger = logging.getLogger(__name__)
 
 
 class SafeLocalDatastore(LocalDatastore):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if getattr(self, "_handler", None) is not None:  # auto reload on
+            self._handler.on_moved = self._on_moved_event
+
+    def _on_moved_event(self, event):
+        """The JSON is replaced by a rename, which the file watcher reports as a move, not as the
+        modification upstream reloads on: without this, what a scoring or training subprocess
+        writes into the image info never reaches the server. Our own writes are skipped by the
+        modification-time check in ``_init_from_datastore_file``."""
+        if getattr(event, "dest_path", None) == self._datastore_config_path:
+            self._init_from_datastore_file()
+
     def _init_from_datastore_file(self, throw_exception=False):
         with FileLock(self._lock_file):
             if not os.path.exists(self._datastore_config_path) and not os.path.exists(f"{self._datastore_config_path}.bak"):
