@@ -49,7 +49,8 @@ def write_variant(case, folder: Path, flip_z: bool) -> Path:
 
 def locate_record(models: Models, path: Path) -> dict:
     found = locate_l3(models.locator, load_ct(path).image)
-    return {"has_l3": found.has_l3, "l3_confidence": found.confidence, "l3_slice_index": found.slice_index}
+    return {"has_l3": found.has_l3, "l3_confidence": found.confidence, "l3_slice_index": found.slice_index,
+            "warnings": [found.reason] if found.reason else []}
 
 
 def score(case, record: dict, flip_z: bool) -> dict:
@@ -58,7 +59,8 @@ def score(case, record: dict, flip_z: bool) -> dict:
     truth_mid = case.l3_mid_index
     row = {"case": case.case_id + ("_zflip" if flip_z else ""), "coverage": case.acquisition.coverage,
            "slice_mm": float(case.spacing_mm[2]), "arms": case.patient.arms, "phase": case.acquisition.contrast_phase,
-           "truth_has_l3": truth_mid is not None, "has_l3": record["has_l3"], "confidence": record["l3_confidence"]}
+           "truth_has_l3": truth_mid is not None, "has_l3": record["has_l3"], "confidence": record["l3_confidence"],
+           "reason": "; ".join(w for w in record.get("warnings", []) if w.startswith(("l3_not_found", "L3")))}
     if truth_mid is None or not record["has_l3"]:
         return row
     row.update(locate_scores(case, to_canonical(record["l3_slice_index"])))

@@ -26,6 +26,7 @@ from .projection import CHANNELS, Projection, project
 
 LEVEL_NAMES: Tuple[str, ...] = tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"])
 L3_LEVEL = float(LEVEL_NAMES.index("L3"))
+LOWEST_TRAINED_LEVEL = float(LEVEL_NAMES.index("T10"))  # rows above T10 are all taught "T10"
 ROW_DIVISOR = 16  # the network halves the rows four times
 LEVEL_SCALE = 4.0  # the network regresses (level - L3) / LEVEL_SCALE: outputs of order one
 MIN_CONFIDENCE = 0.5  # below this the slice is still reported, with a warning
@@ -116,6 +117,8 @@ def predict_rows(locator: LevelLocator, projection: Projection,
 
 
 def level_name(level: float) -> str:
+    if level < LOWEST_TRAINED_LEVEL + 0.5:
+        return "T10 or above"
     return LEVEL_NAMES[int(np.clip(np.rint(level), 0, len(LEVEL_NAMES) - 1))]
 
 
@@ -141,7 +144,8 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
         raise ValueError(f"convention must be one of {CONVENTIONS}")
     projection = project(image_hu)
     levels, probability = predict_rows(locator, projection, device)
-    seen = (level_name(levels.max()), level_name(levels.min()))
+    lowest, highest = np.percentile(levels, [95, 5])  # robust to the scan's edge rows
+    seen = (level_name(lowest), level_name(highest))
     common = dict(convention=convention, index_axis=projection.stored_axis, levels_seen=seen,
                   row_levels=[round(float(v), 3) for v in levels],
                   row_l3_probability=[round(float(v), 3) for v in probability])

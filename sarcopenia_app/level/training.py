@@ -18,8 +18,11 @@ from monai.data import MetaTensor
 
 from ..phantom.generate import PhantomCase
 from ..phantom.writer import stored_layout
-from .locator import L3_LEVEL, LEVEL_NAMES, ROW_DIVISOR, LevelLocator
+from .locator import L3_LEVEL, LEVEL_NAMES, LOWEST_TRAINED_LEVEL, ROW_DIVISOR, LevelLocator
 from .projection import CHANNELS, ROW_MM, project
+
+
+MAX_POSITIVE_WEIGHT = 5.0  # L3 rows are rare; a larger weight makes every other row look half-L3
 
 
 @dataclass
@@ -30,9 +33,12 @@ class LevelSample:
 
 
 def level_coordinate(case: PhantomCase, z_anatomical_mm: np.ndarray) -> np.ndarray:
-    """Piecewise-linear level coordinate: LEVEL_NAMES index at each body's middle, clipped beyond."""
+    """Piecewise-linear level coordinate: LEVEL_NAMES index at each body's middle, clipped beyond
+    S1 and above LOWEST_TRAINED_LEVEL (T10: which thoracic level a row is does not matter for L3,
+    and learning it would cost capacity)."""
     mids = np.array([lv.z_mid for lv in case.spine.levels])  # T1 first: decreasing z
-    return np.interp(z_anatomical_mm, mids[::-1], np.arange(len(LEVEL_NAMES), dtype=float)[::-1])
+    level = np.interp(z_anatomical_mm, mids[::-1], np.arange(len(LEVEL_NAMES), dtype=float)[::-1])
+    return np.maximum(level, LOWEST_TRAINED_LEVEL)
 
 
 def phantom_sample(case: PhantomCase) -> LevelSample:
@@ -48,7 +54,7 @@ def phantom_sample(case: PhantomCase) -> LevelSample:
 
 def augment(sample: LevelSample, rows: int, rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
     """A random view of `rows` rows: (image, level, in_l3, valid) with `valid` 0 on padding."""
-    image, level, in_l3 = sample.image, sample.level, sample.in_l3
+    image, level, in_l3 = sample.image, np.maximum(sample.level, LOWEST_TRAINED_LEVEL), sample.in_l3
     scale = rng.uniform(0.85, 1.15)  # patient size: stretch along z
     n = max(int(round(image.shape[-1] * scale)), 2)
     image = F.interpolate(torch.from_numpy(image)[None], size=(image.shape[1], n), mode="bilinear",
@@ -88,7 +94,7 @@ def loss(prediction: torch.Tensor, level: torch.Tensor, in_l3: torch.Tensor, val
     near = 1.0 + (torch.abs(level - L3_LEVEL) < 1.5).float()
     regression = F.smooth_l1_loss(prediction[:, 0], level, reduction="none", beta=0.5) * near
     positive = in_l3.sum().clamp(min=1)
-    pos_weight = ((valid.sum() - positive) / positive).clamp(1, 20)
+    pos_weight = ((valid.sum() - positive) / positive).clamp(1, MAX_POSITIVE_WEIGHT)
     classification = F.binary_cross_entropy_with_logits(prediction[:, 1], in_l3, reduction="none",
                                                         pos_weight=pos_weight)
     weight = valid.sum().clamp(min=1)
