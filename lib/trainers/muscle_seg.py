@@ -144,7 +144,9 @@ class MuscleSegTrain(BasicTrainTask):
         engine = context.evaluator or context.trainer
 
         def publish_if_best(current) -> None:
-            if current.state.best_metric_epoch != context.trainer.state.epoch:
+            # epoch 0 is the published model's own baseline evaluation, not a candidate: publishing
+            # there rewrote the published file (tests/test_publish_guard.py caught it)
+            if context.trainer.state.epoch < 1 or current.state.best_metric_epoch != context.trainer.state.epoch:
                 return
             network = context.network.module if hasattr(context.network, "module") else context.network
             weights = network.state_dict()
