@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 
 from sarcopenia_app.ct_input import MAX_VOXELS
+from sarcopenia_app.phantom.generate import generate_case
+from sarcopenia_app.phantom.writer import stored_layout, write_nifti
 from synthetic_abdomen import abdomen_slice
 
 
@@ -79,3 +81,12 @@ CATALOGUE: Dict[str, BadInput] = {
     "raw_units": BadInput("raw.nii.gz", _nifti(_ct() + 1024.0), "without the DICOM rescale"),
     "enormous": BadInput("huge.nii.gz", _enormous, "exceeds the limit"),
 }
+
+
+def write_chest_only(path: Path) -> None:
+    """A well-formed CT that stops above L3 (chest coverage): a valid scan with nothing to measure.
+    The server answers 422 on /infer/muscle_seg unless {"region": "all"}; the CLI reports it
+    measured without L3 (``has_l3`` false, warning ``l3_not_found``), not failed."""
+    case = generate_case(2000, 1, matrix=128, acquisition_overrides={"coverage": "chest"})
+    affine, to_stored = stored_layout(case, "RAS")
+    write_nifti(path, to_stored(case.hu), affine)

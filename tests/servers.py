@@ -14,7 +14,7 @@ import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, Tuple
 
 import pytest
 import requests
@@ -138,11 +138,12 @@ def app_copy(tmp: Path) -> Path:
     return app
 
 
-@contextmanager
-def running_server(app: Path, studies: str, env: dict, workdir: Path, conf: Sequence[str] = ()) -> Iterator[str]:
-    """The server's URL while it runs; on exit it is stopped and must exit cleanly."""
+def start_server(app: Path, studies: str, env: dict, workdir: Path, conf: Sequence[str] = (),
+                 log_name: str = "server.log") -> Tuple[subprocess.Popen, str]:
+    """The server process and its URL once ``/info/`` answers. It runs in a process group of its
+    own, so that ``kill_group`` takes its train and scoring subprocesses down with it."""
     port = free_port()
-    log = workdir / "server.log"
+    log = workdir / log_name
     command = [
         *(sys.executable, "-m", "monailabel.main", "start_server"),
         *("--app", str(app), "--studies", studies, "--host", "127.0.0.1", "--port", str(port)),
@@ -150,13 +151,34 @@ def running_server(app: Path, studies: str, env: dict, workdir: Path, conf: Sequ
     ]
     url = f"http://127.0.0.1:{port}"
     with open(log, "w") as log_file:
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     try:
         wait_for_info(url, direct_http(), process, log)
+    except BaseException:
+        kill_group(process)
+        raise
+    return process, url
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the server and every process it started (what a power cut or the OOM killer does)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+@contextmanager
+def running_server(app: Path, studies: str, env: dict, workdir: Path, conf: Sequence[str] = ()) -> Iterator[str]:
+    """The server's URL while it runs; on exit it is stopped and must exit cleanly."""
+    process, url = start_server(app, studies, env, workdir, conf)
+    try:
         yield url
     finally:
         returncode = stop(process)
-    assert returncode == 0, log.read_text()[-5000:]
+    assert returncode == 0, (workdir / "server.log").read_text()[-5000:]
 
 
 def direct_http() -> requests.Session:

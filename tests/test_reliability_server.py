@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import requests
-from bad_inputs import CATALOGUE
+from bad_inputs import CATALOGUE, write_chest_only
 from servers import REPO, direct_http, offline_env, running_server
 from test_server import write_datastore
 
@@ -43,7 +43,10 @@ def server(tmp_path_factory) -> Iterator[Server]:
     write_datastore(studies)
     (studies / "case_a.nii.gz").rename(studies / f"{PATIENT_LIKE_ID}.nii.gz")
     (studies / "labels" / "final" / "case_a.nii.gz").rename(studies / "labels" / "final" / f"{PATIENT_LIKE_ID}.nii.gz")
-    with running_server(REPO, str(studies), offline_env(tmp), tmp, ("models", "muscle_threshold")) as url:
+    # no uncertainty scoring at start-up: it writes scores into datastore_v2.json while the tests
+    # check that bad requests change nothing there
+    env = {**offline_env(tmp), "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+    with running_server(REPO, str(studies), env, tmp, ("models", "muscle_threshold,muscle_seg")) as url:
         yield Server(url, direct_http(), studies, tmp / "server.log")
 
 
@@ -149,20 +152,45 @@ def test_logs_carry_no_patient_ids(server):
     assert PATIENT_LIKE_ID not in log and "DOE_JOHN" not in log  # ...without the id
 
 
+def test_a_scan_without_l3_is_refused_by_muscle_seg_unless_the_whole_volume_is_asked_for(server, tmp_path):
+    path = tmp_path / "chest.nii.gz"
+    write_chest_only(path)
+    before = snapshot(server.studies)
+    with open(path, "rb") as f:
+        response = server.http.post(f"{server.url}/infer/muscle_seg", files={"file": ("chest.nii.gz", f)}, timeout=300)
+    assert_refused_and_nothing_changed(server, response, before, "no L3 measurement is possible")
+    assert '"region": "all"' in response.json()["detail"]  # what to do instead
+    with open(path, "rb") as f:
+        whole = server.http.post(f"{server.url}/infer/muscle_seg", params={"output": "json"},
+                                 files={"file": ("chest.nii.gz", f)}, data={"params": json.dumps({"region": "all"})},
+                                 timeout=300)
+    assert whole.status_code == 200, whole.text[:500]
+    assert whole.json()["measurements"]["has_l3"] is False
+    assert snapshot(server.studies) == before
+
+
 def test_the_cli_refuses_each_bad_input_with_its_reason(tmp_path):
+    """One run over the whole catalogue plus a chest-only scan: each bad input is FAILED with its
+    reason; the chest scan is measured without L3, so the run exits 0 (1 only if nothing was measured)."""
     inputs = []
     for kind, bad in sorted(CATALOGUE.items()):
         path = tmp_path / "in" / f"{kind}_{bad.file_name}"
         path.parent.mkdir(exist_ok=True)
         bad.write(path)
         inputs.append(str(path))
+    write_chest_only(tmp_path / "in" / "chest.nii.gz")
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "sarcopenia_app.cli", "measure", *inputs, "--out", str(out),
-                           "--device", "cpu"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 1, done.stderr[-2000:]  # every case failed
+    done = subprocess.run([sys.executable, "-m", "sarcopenia_app.cli", "measure", *inputs,
+                           str(tmp_path / "in" / "chest.nii.gz"), "--out", str(out), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
     for kind, bad in CATALOGUE.items():
         line = next(l for l in done.stderr.splitlines() if l.startswith(f"FAILED {kind}_"))
         assert any(phrase in line for phrase in bad.reason.split("|")), line
+    assert "FAILED chest" not in done.stderr and f"measured 1 of {len(CATALOGUE) + 1}" in done.stderr
+    chest = json.loads((out / "chest" / "measurements.json").read_text())
+    assert chest["has_l3"] is False and chest["sma_cm2"] is None
+    assert any(w.startswith("l3_not_found") for w in chest["warnings"])
 
 
 # ---- access control ----------------------------------------------------------------------------
