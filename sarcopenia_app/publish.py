@@ -9,10 +9,11 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from .safe_files import write_atomically
+from .safe_files import remove_stale_temp_files, write_atomically
 
 
 def publish_atomically(state: Dict[str, Any], path: Union[str, Path]) -> None:
+    remove_stale_temp_files(Path(path).parent, recursive=False)  # what a killed earlier publish left
     write_atomically(path, lambda f: torch.save(state, f))
 
 

@@ -54,6 +54,28 @@ def write_atomically(path: PathLike, write: Callable[[BinaryIO], None], mode: in
         raise
 
 
+STALE_TEMP_AGE_S = 3600.0  # a live write keeps touching its file; one untouched for an hour was killed
+
+
+def remove_stale_temp_files(folder: PathLike, older_than_s: float = STALE_TEMP_AGE_S, recursive: bool = True) -> int:
+    """Delete what killed writers left: ``write_atomically``'s hidden temporary files not modified
+    for ``older_than_s``. Younger ones may belong to a live writer (the server, or a train or
+    scoring subprocess writing into the same folders) and are kept. Returns how many went."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    now, removed = time.time(), 0
+    for path in (folder.rglob if recursive else folder.glob)(f".*{TEMP_SUFFIX}"):
+        try:
+            if path.is_file() and now - path.stat().st_mtime > older_than_s:
+                path.unlink()
+                removed += 1
+                logger.warning(f"removed {path.name}, left in {path.parent} by an interrupted write")
+        except FileNotFoundError:  # another process swept it first
+            pass
+    return removed
+
+
 def copy_atomically(source: PathLike, destination: PathLike) -> None:
     """Copy ``source`` over ``destination`` so that readers never see a partial copy."""
     with open(source, "rb") as src:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lib.datastore.local import SafeLocalDatastore
+from sarcopenia_app.publish import publish_atomically
 from sarcopenia_app.safe_files import (StorageFullError, backup_path, copy_atomically, read_json_recovering,
                                        write_atomically, write_json_atomically)
 
@@ -147,3 +148,26 @@ def test_datastore_survives_a_corrupted_json_with_its_image_info(tmp_path):
     assert not list(root.rglob("*.tmp"))
 
 
+
+
+def test_temporary_files_a_kill_left_are_removed_when_stale_and_kept_while_a_writer_may_live(tmp_path):
+    """benchmarks/kill_server.py leaves ``.<name>.<random>.tmp`` beside a label or the model; the
+    next datastore start (and the next publish) removes them once nobody can still be writing."""
+    root = tmp_path / "studies"
+    (root / "labels" / "final").mkdir(parents=True)
+    stale, fresh = root / "labels" / "final" / ".case.nii.gz.abc123.tmp", root / ".case.nii.gz.def456.tmp"
+    other = root / ".keep_me"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"partial")
+    an_hour_ago = time.time() - 2 * 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    SafeLocalDatastore(str(root), extensions=["*.nii.gz"], auto_reload=False)
+    assert not stale.exists() and fresh.exists() and other.exists()
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    killed_publish = model_dir / ".muscle_seg.pt.xyz.tmp"
+    killed_publish.write_bytes(b"half a checkpoint")
+    os.utime(killed_publish, (an_hour_ago, an_hour_ago))
+    publish_atomically({"model": {}}, model_dir / "muscle_seg.pt")
+    assert not killed_publish.exists() and (model_dir / "muscle_seg.pt").exists()

@@ -18,7 +18,8 @@ from monailabel.config import settings
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore, LocalDatastoreModel
 from monailabel.interfaces.exception import ImageNotFoundException
 
-from sarcopenia_app.safe_files import copy_atomically, read_json_recovering, write_json_atomically
+from sarcopenia_app.safe_files import (copy_atomically, read_json_recovering, remove_stale_temp_files,
+                                       write_json_atomically)
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 class SafeLocalDatastore(LocalDatastore):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        remove_stale_temp_files(self._datastore_path)  # what a server killed mid-write left
         if getattr(self, "_handler", None) is not None:  # auto reload on
             self._handler.on_moved = self._on_moved_event
 
