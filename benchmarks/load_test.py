@@ -7,8 +7,9 @@ runs, against the real server on a copy of the app. Zero failed requests expecte
 Each client loops: ``POST /infer/<model>?image=<id>`` (the 3D Slicer call, multipart answer with
 the label), alternating ``muscle_threshold`` and ``muscle_seg`` on 128x128 phantoms of up to 60
 slices that contain L3. A request fails if it does not end in 200. A 503 from the deliberate
-queue bound (``infer_max_waiting``) is retried after its Retry-After, as MONAI Label's clients
-are expected to; it is counted separately and the retried request's latency includes the wait.
+queue bound (``infer_max_waiting``) is a deliberate "busy, come back" answer, not a failure, if
+the client retries after its Retry-After: these clients do, it is counted separately and the
+retried request's latency includes the wait. Any other answer, or a dropped connection, fails.
 A training (``POST /train/muscle_seg``, fine-tuning, many epochs) starts first and must still be
 running at the end (it is then stopped). Memory: every 0.5 s the VmHWM (peak RSS) of the server
 and of each process below it (the train subprocess) is read from /proc, and the sum of their
