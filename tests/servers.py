@@ -140,14 +140,16 @@ def app_copy(tmp: Path) -> Path:
 
 def start_server(app: Path, studies: str, env: dict, workdir: Path, conf: Sequence[str] = (),
                  log_name: str = "server.log") -> Tuple[subprocess.Popen, str]:
-    """The server process and its URL once ``/info/`` answers. It runs in a process group of its
-    own, so that ``kill_group`` takes its train and scoring subprocesses down with it."""
+    """The server process and its URL once ``/info/`` answers. ``conf`` is key, value, key, value...
+    It runs in a process group of its own, so that ``kill_group`` takes its train and scoring
+    subprocesses down with it."""
+    pairs = [item for item in conf if item != "--conf"]  # callers may also write the flag themselves
     port = free_port()
     log = workdir / log_name
     command = [
         *(sys.executable, "-m", "monailabel.main", "start_server"),
         *("--app", str(app), "--studies", studies, "--host", "127.0.0.1", "--port", str(port)),
-        *(["--conf", *conf] if conf else []),
+        *(arg for key, value in zip(pairs[::2], pairs[1::2]) for arg in ("--conf", key, value)),
     ]
     url = f"http://127.0.0.1:{port}"
     with open(log, "w") as log_file:
