@@ -118,6 +118,7 @@ class SarcopeniaApp(MONAILabelApp):
     def on_init_complete(self):
         super().on_init_complete()
         lib.endpoints.install_for(self)  # server only: train subprocesses never call this hook
+        lib.scoring.refresh.stop_scoring_at_exit()
 
     def infer(self, request, datastore=None):
         """Also keep the L3 measurements in the image's datastore info, so any later client

@@ -11,12 +11,13 @@ it will see every model published before it starts.
 """
 
 import logging
+import threading
 from typing import Any, Dict, Optional, Sequence
 
 import requests
 from monailabel.config import settings
 from monailabel.utils.async_tasks.task import AsyncTask
-from monailabel.utils.async_tasks.utils import tasks
+from monailabel.utils.async_tasks.utils import background_executors, tasks
 
 logger = logging.getLogger(__name__)
 
@@ -50,3 +51,19 @@ def request_scoring(methods: Sequence[str], server_mode: bool, method: Optional[
         request = {"method": name, **((params or {}).get(name) or {})}
         result[name], _ = AsyncTask.run("scoring", request=request, params=params, enqueue=True)
     return result[method] if method else result
+
+
+def stop_scoring() -> None:
+    """Drop waiting scoring tasks and kill the running one."""
+    executor = background_executors.get("scoring")
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
+    AsyncTask.stop("scoring")
+
+
+def stop_scoring_at_exit() -> None:
+    """A server asked to stop must not wait for a scoring run (minutes on a CPU): MONAI Label runs
+    tasks on a non-daemon thread that reads the subprocess to its end, and the interpreter joins it
+    at exit. MONAI Label's lifespan has no shutdown hook, so this runs among the interpreter's
+    thread-exit callbacks, which run latest-registered first, before concurrent.futures joins."""
+    threading._register_atexit(stop_scoring)  # noqa: SLF001 - the only hook that runs before the join
