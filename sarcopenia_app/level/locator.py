@@ -29,8 +29,9 @@ L3_LEVEL = float(LEVEL_NAMES.index("L3"))
 LOWEST_TRAINED_LEVEL = float(LEVEL_NAMES.index("T10"))  # rows above T10 are all taught "T10"
 ROW_DIVISOR = 16  # the network halves the rows four times
 LEVEL_SCALE = 4.0  # the network regresses (level - L3) / LEVEL_SCALE: outputs of order one
-MIN_CONFIDENCE = 0.5  # below this the slice is still reported, with a warning
+MIN_CONFIDENCE = 0.25  # below this the slice is still reported, with a warning (docs/measurements.md)
 LEVEL_TOLERANCE = 0.75  # the level coordinate at the L3 body's middle must read 14 +- this
+CONFIDENCE_LEVEL_SCALE = 0.5  # a level reading 0.5 off L3's middle divides the confidence by e
 CONVENTIONS = ("mid", "inferior_endplate")
 
 
@@ -166,10 +167,7 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
     if abs(_interpolate(levels, mid_row) - L3_LEVEL) > LEVEL_TOLERANCE:
         return L3Location(False, 0.5, reason=f"{absent}; no vertebra was recognised as L3 with confidence",
                           **common)
-    confidence = float(np.mean(probability[first:last + 1]))
-    if crossings:
-        half_height_rows = max((last - first + 1) / 2, 1.0)
-        confidence *= float(np.clip(1 - abs(crossings[0] - mid_row) / half_height_rows, 0, 1))
+    confidence = _confidence(probability[first:last + 1], _interpolate(levels, mid_row))
     row = first if convention == "inferior_endplate" else mid_row
     slice_index = int(np.clip(np.rint(projection.stored_slice(row)), 0, projection.n_slices - 1))
     body = sorted({int(np.clip(np.rint(projection.stored_slice(r)), 0, projection.n_slices - 1))
@@ -177,6 +175,13 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
     return L3Location(True, round(confidence, 3), slice_index=slice_index,
                       z_mm=_world_z(image_hu, projection.stored_axis, slice_index),
                       l3_slices=list(range(body[0], body[-1] + 1)), **common)
+
+
+def _confidence(run_probability: np.ndarray, level_at_mid: float) -> float:
+    """How sure both heads are: the classifier's certainty inside the L3 body (its three most
+    certain rows) times how exactly the level coordinate reads L3's middle at the chosen row."""
+    certainty = float(np.mean(np.sort(run_probability)[-3:]))
+    return certainty * float(np.exp(-abs(level_at_mid - L3_LEVEL) / CONFIDENCE_LEVEL_SCALE))
 
 
 def _best_run(probability: np.ndarray) -> Optional[Tuple[int, int]]:
