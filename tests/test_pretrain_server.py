@@ -45,7 +45,10 @@ def app(tmp_path_factory) -> Iterator[App]:
     shutil.rmtree(app_dir / "model" / PRETRAIN, ignore_errors=True)  # whatever the checkout holds
     (app_dir / "model" / "muscle_seg_encoder.pt").unlink(missing_ok=True)
     image_ids, _ = write_datastore(tmp / "studies")
-    with running_server(app_dir, str(tmp / "studies"), offline_env(tmp), tmp, ("models", "muscle_seg")) as url:
+    # no re-scoring after each training: this module is about training tasks, and a scoring run
+    # still busy at the end would hold up the server's shutdown on a loaded machine
+    env = {**offline_env(tmp), "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+    with running_server(app_dir, str(tmp / "studies"), env, tmp, ("models", "muscle_seg")) as url:
         yield App(url, direct_http(), app_dir / "model", len(image_ids))
 
 
