@@ -30,3 +30,15 @@ def check_safe_name(value: str, what: str) -> str:
         raise UnsafeNameError(f"{what} {value[:80]!r} {problem}: use the plain id the datastore lists "
                               "(GET /datastore/?output=all), without folders")
     return value
+
+
+def check_upload_file_name(value: str, what: str = "file name") -> str:
+    """The plain name of an uploaded file. Clients send their local path as the multipart file
+    name (MONAI Label's own client, hence 3D Slicer, does: ``/tmp/tmpab12.nrrd``, ``C:\\...``);
+    only the last component is used, and only for its suffix. A '..' component is a traversal
+    attempt and is refused."""
+    parts = re.split(r"[\\/]", value or "")
+    if any(part.strip() == ".." for part in parts):
+        raise UnsafeNameError(f"{what} {value[:80]!r} contains a '..' path component: "
+                              "send the file under its plain name")
+    return check_safe_name(parts[-1], what)

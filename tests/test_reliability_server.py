@@ -85,7 +85,7 @@ def _label(shape, values=(0, 1)) -> np.ndarray:
     ("not_a_label", "could not read the label"),
     ("tag_traversal", "path separator"),
     ("image_traversal", "path separator"),
-    ("file_name_traversal", "path separator"),
+    ("file_name_traversal", "path component"),
 ])
 def test_bad_label_is_refused_and_the_old_label_kept(server, tmp_path, case, reason):
     image = nib.load(server.studies / f"{PATIENT_LIKE_ID}.nii.gz")

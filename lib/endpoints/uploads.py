@@ -27,7 +27,7 @@ from lib.endpoints.invalid_input import invalid_ct_as_422
 from sarcopenia_app.ct_loader import header_shape, load_ct
 from sarcopenia_app.label_check import InvalidLabelError, check_label_array
 from sarcopenia_app.safe_files import NO_SPACE_ERRNOS
-from sarcopenia_app.safe_names import UnsafeNameError, check_safe_name
+from sarcopenia_app.safe_names import UnsafeNameError, check_safe_name, check_upload_file_name
 
 READABLE_LABELS = (".nii", ".nii.gz", ".nrrd", ".mha")  # other formats (e.g. DICOM SEG) go through unchecked
 
@@ -89,8 +89,8 @@ def router(label_values: Callable[[], Collection[int]]) -> APIRouter:
                         file: UploadFile = File(...),
                         user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
         with refusing_bad_uploads():
-            check_safe_name(image if image else os.path.basename(file.filename or ""), "image id")
-            check_safe_name(file.filename or "upload.nii.gz", "file name")
+            check_safe_name(image if image else check_upload_file_name(file.filename or ""), "image id")
+            check_upload_file_name(file.filename or "upload.nii.gz")
             with upload_as_file(file) as path:
                 load_ct(path)
             return add_image(background_tasks, image, params, file, user.username)
@@ -102,7 +102,7 @@ def router(label_values: Callable[[], Collection[int]]) -> APIRouter:
         with refusing_bad_uploads():
             check_safe_name(image, "image id")
             check_safe_name(tag or DefaultLabelTag.FINAL.value, "label tag")
-            check_safe_name(label.filename or "label.nii.gz", "file name")
+            check_upload_file_name(label.filename or "label.nii.gz")
             with upload_as_file(label) as path:
                 check_label_upload(path, image, label_values())
             return save_label(background_tasks, image, params, tag, label, user.username)
