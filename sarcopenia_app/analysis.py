@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
+from monai.data.utils import affine_to_spacing
 import torch
 
 from .ct_loader import HeaderInfo, LoadedCT
@@ -125,7 +126,7 @@ def analyse_ct(loaded: LoadedCT, models: Models, subject: Subject, options: Meas
         return CaseResult(record, mask, location)
 
     k, axis = location.slice_index, location.index_axis
-    spacing = np.sqrt((np.asarray(image.affine, float)[:3, :3] ** 2).sum(axis=0))
+    spacing = affine_to_spacing(np.asarray(image.affine, float), r=3)
     pixel_mm = [s for i, s in enumerate(spacing) if i != axis]
     hu = np.asarray(image[0])
     slab = [j for j in location.l3_slices if options.slab_mm and abs(j - k) * spacing[axis] <= options.slab_mm / 2]

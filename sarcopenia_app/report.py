@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .level.locator import LEVEL_NAMES, L3Location  # noqa: E402
+from .level.locator import LEVEL_NAMES, L3Location, crossings  # noqa: E402
 from .level.projection import ROW_MM  # noqa: E402
 
 WINDOW_HU = (-160, 240)
@@ -111,11 +111,9 @@ def _sagittal(ax, ras_hu: np.ndarray, k: int, spacing: np.ndarray, location: Opt
 def _level_rows(levels: np.ndarray) -> Iterable[tuple]:
     """(level name, fractional projection row of its body's middle) for every level in view."""
     for index, name in enumerate(LEVEL_NAMES):
-        for r in range(len(levels) - 1):
-            a, b = levels[r] - index, levels[r + 1] - index
-            if a >= 0 > b:
-                yield name, r + a / (a - b)
-                break
+        rows = crossings(levels, float(index))
+        if rows:
+            yield name, rows[0]
 
 
 def write_cohort_csv(path: Path, records: Sequence[Dict[str, Any]]) -> None:

@@ -123,11 +123,12 @@ def level_name(level: float) -> str:
     return LEVEL_NAMES[int(np.clip(np.rint(level), 0, len(LEVEL_NAMES) - 1))]
 
 
-def _crossings(levels: np.ndarray) -> List[float]:
-    """Fractional rows where the (decreasing upwards) level coordinate passes L3's middle."""
+def crossings(levels: np.ndarray, level: float = L3_LEVEL) -> List[float]:
+    """Fractional rows where the (decreasing upwards) level coordinate passes `level`, the middle
+    of that vertebral body (L3's by default)."""
     found = []
     for r in range(len(levels) - 1):
-        a, b = levels[r] - L3_LEVEL, levels[r + 1] - L3_LEVEL
+        a, b = levels[r] - level, levels[r + 1] - level
         if a >= 0 > b:
             found.append(r + a / (a - b))
     return found
@@ -155,12 +156,12 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
     if run is None:
         return L3Location(False, _absence_confidence(levels), reason=absent, **common)
     first, last = run
-    crossings = [r for r in _crossings(levels) if first - 1 <= r <= last + 1]
+    near_crossings = [r for r in crossings(levels) if first - 1 <= r <= last + 1]
     if first > 0 and last < projection.rows - 1:
         weights = probability[first:last + 1]
         mid_row = float(np.sum(np.arange(first, last + 1) * weights) / np.sum(weights))
-    elif crossings:
-        mid_row = crossings[0]
+    elif near_crossings:
+        mid_row = near_crossings[0]
     else:
         return L3Location(False, 0.5, reason=f"{absent}; the L3 body is cut by the scan's edge before its middle",
                           **common)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from monai.data.utils import affine_to_spacing
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
@@ -72,7 +73,7 @@ def project(image_hu: MetaTensor) -> Projection:
     axis, flipped = superior_axis(image_hu.affine.numpy() if hasattr(image_hu.affine, "numpy") else image_hu.affine)
     ras = to_ras(image_hu)
     volume = ras[0].as_tensor()
-    spacing = np.sqrt((np.asarray(ras.affine, float)[:3, :3] ** 2).sum(axis=0))
+    spacing = affine_to_spacing(np.asarray(ras.affine, float), r=3)
     bone = ((volume.amax(dim=1) - BONE_HU[0]) / (BONE_HU[1] - BONE_HU[0])).clamp(0, 1)
     soft = ((volume.clamp(*SOFT_HU) - SOFT_HU[0]) / (SOFT_HU[1] - SOFT_HU[0])).mean(dim=1)
     body = (volume > BODY_MIN_HU).any(dim=1).any(dim=1).float()  # (X,) columns holding any body
