@@ -77,6 +77,23 @@ function storeIntoActiveDataSource({ commandsManager, extensionManager }) {
   };
 }
 
+// The bundled MONAI Label panel's strategy list calls an onChangeStrategy handler that its
+// build does not define, so "Next Sample" always asks for `random`. Until upstream fixes it,
+// a change of that list is handed to the panel component's own state, as the handler would.
+function passStrategyChoiceToPanel(event) {
+  const list = event.target;
+  if (!(list instanceof HTMLSelectElement) || !list.closest('.monaiLabelPanel')) return;
+  const fiberKey = Object.keys(list).find((key) => key.startsWith('__reactFiber$'));
+  for (let fiber = fiberKey && list[fiberKey]; fiber; fiber = fiber.return) {
+    const component = fiber.stateNode;
+    if (component && component.setState && component.state && 'strategy' in component.state) {
+      component.setState({ strategy: list.value });
+      return;
+    }
+  }
+}
+document.addEventListener('change', passStrategyChoiceToPanel, true);
+
 const monaiLabelModeWithSegmentationPanel = {
   id: MONAI_LABEL_MODE,
   modeFactory: async ({ modeConfiguration, loadModules }) => {
