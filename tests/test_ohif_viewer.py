@@ -22,6 +22,7 @@ from dicomweb_client import DICOMwebClient
 from pacs import read_series, running_orthanc
 from servers import app_copy, direct_http, offline_env, running_server
 
+from lib.endpoints.ohif_viewer import APP_CONFIG, OHIF_BUILD, ohif_file
 from sarcopenia_app.access_tokens import add_token
 from sarcopenia_app.dicomweb_upload import upload_folder
 from sarcopenia_app.phantom import write_dataset
@@ -281,3 +282,11 @@ def test_loop_with_tokens_users_sign_in_and_get_exactly_their_roles_rights(loop_
 
 def test_loop_the_browser_saw_no_uncaught_errors(loop_run):
     assert loop_run.findings["errors"] == []
+
+
+def test_ohif_files_below_the_top_folder_are_served_as_themselves_and_nothing_outside_the_build():
+    nested = next(path for path in OHIF_BUILD.rglob("*") if path.is_file() and path.parent != OHIF_BUILD)
+    assert ohif_file(str(nested.relative_to(OHIF_BUILD))) == nested  # upstream answers index.html
+    assert ohif_file("app-config.js") == APP_CONFIG
+    for route in ("monai-label", "viewer", "../../../../../../etc/passwd", "assets/../../ohif.py"):
+        assert ohif_file(route) == OHIF_BUILD / "index.html", route

@@ -9,6 +9,7 @@
 // node annotator_loop.mjs CONFIG_JSON   (keys: server, study, model, out_dir, train_options,
 //                                        users: {annotator: {user, token}, admin: {...}} or absent)
 import fs from 'node:fs';
+import path from 'node:path';
 import { connectPanel, launch, openPage, runAutoSegmentation, stepRunner, waitForPixels, writeFindings,
          STEP_TIMEOUT_MS } from './browser.mjs';
 
@@ -70,10 +71,11 @@ async function eraseStroke(page, lengthPx) {
   return geometry;
 }
 
-async function signIn(page, who) {
+async function signIn(page, who, shot) {
   await page.goto(viewerUrl(study));  // without a cookie the server answers with its sign-in form
   await page.locator('input[name="username"]').waitFor({ timeout: STEP_TIMEOUT_MS });
   const form = { before: await page.locator('body').innerText() };
+  await page.screenshot({ path: path.join(config.out_dir, shot) });
   await page.locator('input[name="username"]').fill(who.user);
   await page.locator('input[name="token"]').fill(who.token);
   await Promise.all([page.waitForURL(/\/ohif\/monai-label/), page.getByRole('button', { name: 'Sign in' }).click()]);
@@ -112,7 +114,7 @@ const browser = await launch();
 try {
   const users = config.users;
   const annotatorPage = await openPage(browser, server, findings);
-  if (users) await step('00_sign_in_annotator', annotatorPage, () => signIn(annotatorPage, users.annotator));
+  if (users) await step('00_sign_in_annotator', annotatorPage, () => signIn(annotatorPage, users.annotator, '00_sign_in_form.png'));
   await step('01_study_open', annotatorPage, () => openStudy(annotatorPage));
   await step('02_auto_segmentation', annotatorPage, async () => {
     const drawn = await runAutoSegmentation(annotatorPage, model);
@@ -152,7 +154,7 @@ try {
       return { ...answer, notice: 'Failed to RUN training' };
     });
     adminPage = await openPage(browser, server, findings);
-    await step('06_sign_in_admin', adminPage, async () => ({ ...(await signIn(adminPage, users.admin)),
+    await step('06_sign_in_admin', adminPage, async () => ({ ...(await signIn(adminPage, users.admin, '06_sign_in_form.png')),
                                                             ...(await openStudy(adminPage)) }));
   }
 
