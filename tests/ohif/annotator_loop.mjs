@@ -200,4 +200,4 @@ try {
 } finally {
   await browser.close();
 }
-writeFindings(findings, config.out_dir);
+writeFindings(findings, config.out_dir, 0);

@@ -38,8 +38,9 @@ export function stepRunner(findings, outDir) {
   };
 }
 
-export function writeFindings(findings, outDir) {
-  fs.writeFileSync(path.join(outDir, 'findings.json'), JSON.stringify(findings, null, 1) + '\n');
+// `indent` 0 for findings that hold voxel lists (one line instead of tens of thousands).
+export function writeFindings(findings, outDir, indent = 1) {
+  fs.writeFileSync(path.join(outDir, 'findings.json'), JSON.stringify(findings, null, indent || undefined) + '\n');
   console.log(JSON.stringify(findings));
 }
 
