@@ -254,3 +254,50 @@ def test_a_token_removed_from_the_file_is_refused_at_once(guarded):
     data["tokens"] = [t for t in data["tokens"] if t["user"] != "leaver"]
     tokens_file.write_text(json.dumps(data))
     assert _call(guarded, "GET", "/info/", revoked).status_code == 401
+
+
+def _sign_in(guarded, user, token, next_path="/ohif/"):
+    url, http, *_ = guarded
+    return http.post(f"{url}/auth/session", data={"username": user, "token": token, "next": next_path},
+                     allow_redirects=False, timeout=60)
+
+
+def test_a_browser_without_a_token_gets_the_sign_in_form_and_a_wrong_token_gets_no_cookie(guarded):
+    url, http, tokens, *_ = guarded
+    page = http.get(f"{url}/ohif/monai-label?StudyInstanceUIDs=1.2", headers={"Accept": "text/html"}, timeout=60)
+    assert page.status_code == 401 and "<form" in page.text
+    assert 'value="/ohif/monai-label?StudyInstanceUIDs=1.2"' in page.text  # back there after signing in
+    wrong = _sign_in(guarded, "annotator_user", tokens["admin"])
+    assert wrong.status_code == 401 and "Unknown user name or token" in wrong.text and "set-cookie" not in wrong.headers
+
+
+def test_signing_in_sets_an_httponly_same_site_cookie_with_exactly_the_users_rights(guarded):
+    url, http, tokens, *_ = guarded
+    signed_in = _sign_in(guarded, "annotator_user", tokens["annotator"], "/ohif/viewer?StudyInstanceUIDs=1.2")
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/ohif/viewer?StudyInstanceUIDs=1.2"
+    cookie = signed_in.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    jar = {"sarcopenia_token": signed_in.cookies["sarcopenia_token"]}
+    assert http.get(f"{url}/info/", cookies=jar, timeout=60).status_code == 200
+    assert http.get(f"{url}/ohif/", cookies=jar, timeout=60).status_code == 200
+    refused = http.post(f"{url}/train/muscle_seg", cookies=jar, json={}, timeout=60)
+    assert refused.status_code == 403 and "monailabel-admin" in refused.json()["detail"]
+    signed_out = http.post(f"{url}/auth/session/end", cookies=jar, allow_redirects=False, timeout=60)
+    assert signed_out.status_code == 303 and 'sarcopenia_token=""' in signed_out.headers["set-cookie"]
+
+
+def test_sign_in_only_sends_the_browser_back_to_this_server(guarded):
+    _, _, tokens, *_ = guarded
+    for elsewhere in ("//evil.example/ohif/", "https://evil.example/", "/\\evil.example"):
+        assert _sign_in(guarded, "annotator_user", tokens["annotator"], elsewhere).headers["location"] == "/ohif/"
+
+
+def test_a_revoked_token_in_a_cookie_is_refused_at_once(guarded):
+    url, http, _, _, tokens_file = guarded
+    token, _ = add_token(tokens_file, "cookie_leaver", ["annotator"])
+    jar = {"sarcopenia_token": _sign_in(guarded, "cookie_leaver", token).cookies["sarcopenia_token"]}
+    assert http.get(f"{url}/info/", cookies=jar, timeout=60).status_code == 200
+    data = json.loads(tokens_file.read_text())
+    data["tokens"] = [t for t in data["tokens"] if t["user"] != "cookie_leaver"]
+    tokens_file.write_text(json.dumps(data))
+    assert http.get(f"{url}/info/", cookies=jar, timeout=60).status_code == 401

@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 
-from lib.endpoints import datastore_image, dicomweb_proxy, infer_dicom_seg, uploads
+from lib.endpoints import datastore_image, dicomweb_proxy, infer_dicom_seg, ohif_viewer, signin, uploads
 from lib.endpoints.access import TokenAccess, login_router
 from lib.endpoints.infer_limit import InferLimit
 from lib.endpoints.safe_ids import SafeIds
@@ -35,8 +35,10 @@ def install(server: FastAPI, labels_of: Callable[[str], Optional[Dict[str, int]]
     ours.include_router(datastore_image.router(), prefix=settings.MONAI_LABEL_API_STR)
     ours.include_router(uploads.router(label_values), prefix=settings.MONAI_LABEL_API_STR)
     ours.include_router(dicomweb_proxy.router(on_stored), prefix=settings.MONAI_LABEL_API_STR)
+    ours.include_router(ohif_viewer.router(), prefix=settings.MONAI_LABEL_API_STR)
     if store is not None:
         ours.include_router(login_router(store), prefix=settings.MONAI_LABEL_API_STR)
+        ours.include_router(signin.router(store), prefix=settings.MONAI_LABEL_API_STR)
     server.router.routes[0:0] = ours.routes
     stack = SafeIds(server.middleware_stack or server.build_middleware_stack())
     server.middleware_stack = TokenAccess(stack, store) if store is not None else stack

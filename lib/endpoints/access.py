@@ -4,12 +4,14 @@ needs a Keycloak server, which cannot run everywhere; see docs/reliability.md).
 Only admins start or stop training, upload or delete models, delete images or labels, run
 scoring or batch inference, and read the server logs; annotators (and reviewers, admins) save
 labels and images; any known user reads and runs inference. Anonymous requests get 401 on
-every route except ``/auth/`` (so a client can see that it must log in) and ``/auth/token``.
+every route except ``/auth/`` (so a client can see that it must log in), ``/auth/token`` and the
+browser sign-in (lib/endpoints/signin.py); a browser opening a page gets the sign-in form with it.
 Upstream 0.8.5 lets annotators upload and delete models: the rules here do not.
 
 MONAI Label's clients work unchanged: the Python client and 3D Slicer log in through
 ``/auth/token`` with the user name and the token as password, then send the token as a Bearer
-header.
+header. Browsers (OHIF) sign in on a form and send the token in an HttpOnly, SameSite=Strict
+cookie, checked here exactly like the header.
 """
 
 import json
@@ -18,6 +20,7 @@ from typing import Awaitable, Callable, Iterable, Optional, Tuple
 
 from fastapi import APIRouter, Form, HTTPException
 
+from lib.endpoints.signin import SIGN_IN_PATH, SIGN_OUT_PATH, cookie_token, sign_in_page, wants_html
 from sarcopenia_app.access_tokens import ROLES, TokenStore, TokenUser
 
 logger = logging.getLogger(__name__)
@@ -25,7 +28,7 @@ logger = logging.getLogger(__name__)
 ADMIN = frozenset({ROLES["admin"]})
 ANNOTATE = frozenset({ROLES["admin"], ROLES["reviewer"], ROLES["annotator"]})
 ANY_USER = frozenset(ROLES.values())
-PUBLIC_PATHS = ("/auth/", "/auth/token")
+PUBLIC_PATHS = ("/auth/", "/auth/token", SIGN_IN_PATH, SIGN_OUT_PATH)
 
 # (methods, path prefix, roles allowed); the first match wins, so specific rules come first
 RULES: Tuple[Tuple[Tuple[str, ...], str, frozenset], ...] = (
@@ -52,9 +55,13 @@ def roles_for(method: str, path: str) -> frozenset:
 Send = Callable[[dict], Awaitable[None]]
 
 
-async def _refuse(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def _refuse(send: Send, status: int, detail: str, sign_in_for: Optional[str] = None) -> None:
+    """JSON with the reason; for a browser opening a page without a token, the sign-in form."""
+    if sign_in_for is not None:
+        body, content_type = sign_in_page(sign_in_for).encode(), b"text/html; charset=utf-8"
+    else:
+        body, content_type = json.dumps({"detail": detail}).encode(), b"application/json"
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -79,11 +86,15 @@ class TokenAccess:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             return await self.app(scope, receive, send)
-        token = bearer_token(scope.get("headers", []))
+        headers = scope.get("headers", [])
+        token = bearer_token(headers) or cookie_token(headers)
         user: Optional[TokenUser] = self.store.user_for(token) if token else None
         if user is None:
-            return await _refuse(send, 401, "log in first: send 'Authorization: Bearer <token>' "
-                                            "(ask an admin for a token)")
+            page = scope["method"] == "GET" and wants_html(headers)
+            query = scope.get("query_string", b"").decode("latin-1")
+            return await _refuse(send, 401, "log in first: send 'Authorization: Bearer <token>', or sign in at "
+                                            f"{SIGN_IN_PATH} in a browser (ask an admin for a token)",
+                                 sign_in_for=scope["path"] + (f"?{query}" if query else "") if page else None)
         allowed = roles_for(scope["method"], scope["path"])
         if not user.roles & allowed:
             logger.info(f"refused {scope['method']} {scope['path']} for user {user.user}")
