@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from monai.data.utils import affine_to_spacing
@@ -140,30 +140,40 @@ def analyse_ct(loaded: LoadedCT, models: Models, subject: Subject, options: Meas
     pixel_mm = [s for i, s in enumerate(spacing) if i != axis]
     hu = np.asarray(image[0])
     slab = [j for j in location.l3_slices if options.slab_mm and abs(j - k) * spacing[axis] <= options.slab_mm / 2]
-    per_slice = [measure_slice(np.take(hu, j, axis), np.take(mask, j, axis), pixel_mm, options.muscle_hu)
-                 for j in (slab or [k])]
-    measured: SliceMeasurement = average(per_slice) if len(per_slice) > 1 else per_slice[0]
-    smi = smi_cm2_m2(measured.sma_cm2, subject.height_m)
-    sarcopenia, missing_s = rules.sarcopenia(smi, subject.sex, subject.bmi)
-    myosteatosis, missing_m = rules.myosteatosis(measured.muscle_mean_hu, subject.bmi)
+    measured = measure_slices(hu, mask, axis, pixel_mm, slab or [k], options.muscle_hu)
+    rating, missing = rate(measured, subject, rules)
     contrast = bool(loaded.header.contrast_agent) or contrast_suspected(np.take(hu, k, axis), pixel_mm)
     thickness = loaded.header.slice_thickness_mm or float(spacing[axis])
     record.update({
         "l3_slice_index": int(k), "l3_z_mm": location.z_mm,
         "l3_slices": [int(location.l3_slices[0]), int(location.l3_slices[-1])],
         "measured_slices": [int(j) for j in (slab or [k])],
-        **measured.as_dict(),
-        "smi_cm2_m2": None if smi is None else round(smi, 2),
-        "sarcopenia": sarcopenia, "myosteatosis": myosteatosis,
+        **rating,
         "contrast_suspected": contrast, "slice_thickness_mm": round(thickness, 2),
     })
     if loaded.sop_instance_uids and axis == 2:
         record["l3_sop_instance_uid"] = loaded.sop_instance_uids[k]
     if positions is not None:
         record.update(_levels(loaded, mask, location, positions, options, {"slice_index": int(k), **measured.as_dict()}))
-    warnings += _warnings(location, single_slice, subject, missing_s + missing_m, contrast, thickness)
+    warnings += _warnings(location, single_slice, subject, missing, contrast, thickness)
     record["warnings"] = warnings
     return CaseResult(record, mask, location)
+
+
+def measure_slices(hu: np.ndarray, mask: np.ndarray, axis: int, pixel_mm: Sequence[float], slices: Sequence[int],
+                   muscle_hu: Tuple[float, float]) -> SliceMeasurement:
+    """One slice's numbers, or their mean over a slab."""
+    per_slice = [measure_slice(np.take(hu, j, axis), np.take(mask, j, axis), pixel_mm, muscle_hu) for j in slices]
+    return average(per_slice) if len(per_slice) > 1 else per_slice[0]
+
+
+def rate(measured: SliceMeasurement, subject: Subject, rules: CutoffSet) -> Tuple[Dict[str, Any], List[str]]:
+    """The L3 numbers with SMI and the two flags for a record, and the inputs that were missing."""
+    smi = smi_cm2_m2(measured.sma_cm2, subject.height_m)
+    sarcopenia, missing_s = rules.sarcopenia(smi, subject.sex, subject.bmi)
+    myosteatosis, missing_m = rules.myosteatosis(measured.muscle_mean_hu, subject.bmi)
+    return ({**measured.as_dict(), "smi_cm2_m2": None if smi is None else round(smi, 2), "sarcopenia": sarcopenia,
+             "myosteatosis": myosteatosis}, missing_s + missing_m)
 
 
 def _levels(loaded: LoadedCT, mask: Optional[np.ndarray], location: L3Location,
