@@ -1,6 +1,6 @@
 """Cohort runs on a Dask cluster: one scan per task, resumable, logged, one CSV at the end.
 
-Why Dask (``distributed``) rather than Ray: pure-Python wheels of a few MB (Ray is ~70 MB with
+Why Dask (``distributed``) rather than Ray: pure-Python wheels of a few MB (Ray ships tens of MB with
 its own C++ raylet and object store), a local cluster starts offline in seconds and fits a
 2-core machine, a remote cluster is just a scheduler address (``tcp://host:8786``), and worker
 resources (``dask worker ... --resources GPU=1``) send GPU tasks only to workers that have one.
