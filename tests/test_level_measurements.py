@@ -71,3 +71,31 @@ def test_no_level_in_view_needs_no_slices():
     positions = level_positions(coordinate(index("T1"), index("T5")), np.arange(ROWS, dtype=float))
     assert not any(p.in_view for p in positions.values())
     assert slices_needed(positions, 50) is None
+
+
+def test_every_level_of_a_generated_abdomen_matches_its_truth(tmp_path):
+    """Phantom seed 3100 case 0 (abdomen, 160 x 1 mm slices): the levels around L3 are found within
+    a centimetre and their SMA within 5 % of the truth; L3's entry is the L3 result. All levels
+    and the volume over 8 phantoms: benchmarks/eval_levels.py, docs/cohorts.md."""
+    from sarcopenia_app.analysis import MeasureOptions, Models, model_description
+    from sarcopenia_app.cohort import CaseInput, run_case
+    from sarcopenia_app.cli import MODEL_DIR
+    from sarcopenia_app.level import load_locator
+    from sarcopenia_app.phantom import generate_case, write_case
+    from sarcopenia_app.segment import load_model
+
+    truth = write_case(generate_case(3100, 0, matrix=128), tmp_path, "nifti", "none", False)
+    muscle, locator = MODEL_DIR / "muscle_seg.pt", MODEL_DIR / "l3_locator.pt"
+    models = Models(load_model(muscle), load_locator(locator),
+                    {"muscle": model_description(muscle), "l3_locator": model_description(locator)})
+    path = tmp_path / truth["files"]["image"]
+    record = run_case(CaseInput(truth["id"], path), models, MeasureOptions(levels="all"), tmp_path / "out", "cpu")
+    levels = record["levels"]
+    assert levels["L3"]["slice_index"] == record["l3_slice_index"] and levels["L3"]["sma_cm2"] == record["sma_cm2"]
+    assert "T12" not in truth["levels"] and not levels["T12"]["in_view"]
+    for name in ("L2", "L3", "L4"):
+        expected = truth["levels"][name]
+        assert levels[name]["in_view"]
+        assert abs(levels[name]["slice_index"] - expected["mid_index"]) * truth["spacing_mm"][2] <= 10.0
+        assert levels[name]["sma_cm2"] == pytest.approx(expected["sma_cm2"], rel=0.05)
+        assert levels[name]["volume_cm3"] > 0
