@@ -3,6 +3,11 @@
 Returns the HU volume as a (1, X, Y, Z) MetaTensor with its RAS affine (the layout every model in
 the project takes) and what the DICOM header says about the patient and the acquisition, so that
 height, weight, sex and contrast need not be typed in when the scanner recorded them.
+
+This is the one reader of the project: `sarcopenia measure`, and the server's inference, training
+and scoring (through `transforms.LoadCTd`) all read CT here, so one file gives one set of numbers.
+A volume converted from a DICOM series that still lies beside it (MONAI Label's DICOMweb cache
+keeps `<series>/` next to `<series>.nii.gz`) keeps the series' header facts and slice UIDs.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 import numpy as np
+import pydicom
 import torch
 from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
 from monai.transforms import LoadImage
 
 from .ct_input import InvalidCTError, check_ct_array, check_voxel_count
-from .dicom_io import DicomVolume, dicom_files, is_dicom_file, read_series
+from .dicom_io import DicomVolume, dicom_files, is_dicom_file, read_series, read_series_header
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
@@ -120,8 +126,25 @@ def _load_volume_file(path: Path) -> LoadedCT:
                              f"{str(error)[:200]}") from error
     if image.ndim != 4 or image.shape[0] != 1:
         raise InvalidCTError(f"{path.name}: expected one 3D CT volume, got an array of shape {tuple(image.shape)}")
-    thickness = float(affine_to_spacing(image.affine, r=3)[2])
-    return LoadedCT(MetaTensor(image.float(), affine=image.affine), HeaderInfo(slice_thickness_mm=thickness))
+    image = MetaTensor(image.float(), affine=image.affine)
+    original = dicom_series_beside(path)
+    if original is not None:
+        first, sop_instance_uids = read_series_header(original)
+        if len(sop_instance_uids) == image.shape[-1]:
+            return LoadedCT(image, header_info(first), sop_instance_uids)
+    return LoadedCT(image, HeaderInfo(slice_thickness_mm=float(affine_to_spacing(image.affine, r=3)[2])))
+
+
+def dicom_series_beside(path: Path) -> Optional[Path]:
+    """The DICOM series a volume file was converted from, when it lies beside it under the
+    volume's own name (`<id>/` next to `<id>.nii.gz`); None otherwise."""
+    name = path.name
+    stem = next((name[: -len(suffix)] for suffix in VOLUME_SUFFIXES if name.lower().endswith(suffix)), name)
+    folder = path.parent / stem
+    try:
+        return folder if folder.is_dir() and dicom_files(folder) and is_dicom_file(dicom_files(folder)[0]) else None
+    except OSError:
+        return None
 
 
 def _load_dicom(path: Path) -> LoadedCT:
@@ -129,11 +152,11 @@ def _load_dicom(path: Path) -> LoadedCT:
         raise InvalidCTError(f"{path} is an empty folder")
     volume: DicomVolume = read_series(path)
     image = MetaTensor(torch.from_numpy(volume.hu)[None], affine=torch.from_numpy(volume.affine_ras))
-    return LoadedCT(image, header_info(volume), volume.sop_instance_uids)
+    return LoadedCT(image, header_info(volume.first), volume.sop_instance_uids)
 
 
-def header_info(volume: DicomVolume) -> HeaderInfo:
-    ds = volume.first
+def header_info(ds: pydicom.Dataset) -> HeaderInfo:
+    """Patient and acquisition facts from one slice's header (pydicom Dataset)."""
     sex = str(ds.get("PatientSex", "") or "").upper()
     height = _positive(ds.get("PatientSize"))
     if height is not None and height > 3:  # some sites store centimetres

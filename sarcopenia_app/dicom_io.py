@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 import pydicom
@@ -40,27 +40,7 @@ def dicom_files(path: Union[str, Path]) -> List[Path]:
 
 
 def read_series(paths: Union[str, Path, Sequence[Path]]) -> DicomVolume:
-    files = dicom_files(paths) if isinstance(paths, (str, Path)) else list(paths)
-    slices = []
-    for f in files:
-        try:
-            ds = pydicom.dcmread(str(f))
-        except Exception:  # not DICOM (a README, a thumbnail): ignore
-            continue
-        if "PixelData" in ds:
-            slices.append(ds)
-    if not slices:
-        raise InvalidCTError(f"no DICOM images found in {paths}")
-    modalities = {str(ds.get("Modality", "")) for ds in slices}
-    if modalities != {"CT"}:
-        raise InvalidCTError(f"expected a CT series, found modality {sorted(modalities)}")
-    series = {ds.get("SeriesInstanceUID") for ds in slices}
-    if len(series) > 1:
-        raise InvalidCTError(f"{len(series)} series in one input: give one series per folder")
-    orientation = np.asarray(slices[0].ImageOrientationPatient, float)
-    row_dir, col_dir = orientation[:3], orientation[3:]
-    normal = np.cross(row_dir, col_dir)
-    slices.sort(key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)))
+    slices = _sorted_ct_slices(paths, with_pixels=True)
     positions = np.array([np.asarray(ds.ImagePositionPatient, float) for ds in slices])
     if len(slices) > 1:
         step = positions[1:] - positions[:-1]
@@ -69,6 +49,7 @@ def read_series(paths: Union[str, Path, Sequence[Path]]) -> DicomVolume:
             raise InvalidCTError("several slices share one position: duplicate or mixed series")
     else:
         spacing_z = float(slices[0].get("SliceThickness") or 1.0)
+    row_dir, col_dir, normal = _directions(slices[0])
     row_spacing, col_spacing = (float(v) for v in slices[0].PixelSpacing)
     volume = np.stack([ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1))
                        + float(ds.get("RescaleIntercept", 0)) for ds in slices], axis=-1)
@@ -79,3 +60,40 @@ def read_series(paths: Union[str, Path, Sequence[Path]]) -> DicomVolume:
     affine_lps[:3, 2] = normal * spacing_z
     affine_lps[:3, 3] = positions[0]
     return DicomVolume(hu, LPS_TO_RAS @ affine_lps, [str(ds.SOPInstanceUID) for ds in slices], slices[0])
+
+
+def read_series_header(paths: Union[str, Path, Sequence[Path]]) -> Tuple[pydicom.Dataset, List[str]]:
+    """The first slice's header and the SOP Instance UIDs in the order `read_series` stacks the
+    slices, without reading any pixels (a converted volume's DICOM original, read for its tags)."""
+    slices = _sorted_ct_slices(paths, with_pixels=False)
+    return slices[0], [str(ds.SOPInstanceUID) for ds in slices]
+
+
+def _sorted_ct_slices(paths: Union[str, Path, Sequence[Path]], with_pixels: bool) -> List[pydicom.Dataset]:
+    """The CT image slices of one series, ordered along the slice normal; InvalidCTError otherwise."""
+    files = dicom_files(paths) if isinstance(paths, (str, Path)) else list(paths)
+    slices = []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=not with_pixels)
+        except Exception:  # not DICOM (a README, a thumbnail): ignore
+            continue
+        if "PixelData" in ds or (not with_pixels and "ImagePositionPatient" in ds):
+            slices.append(ds)
+    if not slices:
+        raise InvalidCTError(f"no DICOM images found in {paths}")
+    modalities = {str(ds.get("Modality", "")) for ds in slices}
+    if modalities != {"CT"}:
+        raise InvalidCTError(f"expected a CT series, found modality {sorted(modalities)}")
+    series = {ds.get("SeriesInstanceUID") for ds in slices}
+    if len(series) > 1:
+        raise InvalidCTError(f"{len(series)} series in one input: give one series per folder")
+    normal = _directions(slices[0])[2]
+    return sorted(slices, key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)))
+
+
+def _directions(ds: pydicom.Dataset) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row direction, column direction and slice normal (LPS) of one slice."""
+    orientation = np.asarray(ds.ImageOrientationPatient, float)
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    return row_dir, col_dir, np.cross(row_dir, col_dir)

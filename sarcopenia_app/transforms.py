@@ -6,7 +6,7 @@ fixed in-plane spacing, native slice spacing, HU windowed to [0, 1].
 
 from __future__ import annotations
 
-from typing import Hashable, List, Mapping, Sequence
+from typing import Hashable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,8 @@ from monai.transforms import (
     ScaleIntensityRanged,
     Spacingd,
 )
+
+from .ct_loader import load_ct
 
 HU_WINDOW = (-250.0, 350.0)
 DEFAULT_PIXDIM_MM = 1.0
@@ -53,10 +55,32 @@ def to_model_grid(keys: Sequence[str], pixdim_mm: float, modes: Sequence[str]) -
     ]
 
 
+class LoadCTd(MapTransform):
+    """Reads each key's CT with `ct_loader.load_ct`, the reader of `sarcopenia measure`, so the
+    server's inference, training and scoring see the voxels and header facts the CLI sees; the
+    image becomes a (1, X, Y, Z) HU MetaTensor. With `loaded_key`, the whole `LoadedCT` (DICOM
+    header facts, slice UIDs) is kept there too: inference needs it, training batches cannot hold it.
+    Unreadable or implausible input raises `InvalidCTError` with the reason."""
+
+    def __init__(self, keys: KeysCollection, loaded_key: Optional[str] = None):
+        super().__init__(keys)
+        self.loaded_key = loaded_key
+
+    def __call__(self, data: Mapping[Hashable, object]):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            loaded = load_ct(str(d[key]))
+            d[key] = loaded.image
+            if self.loaded_key:
+                d[self.loaded_key] = loaded
+        return d
+
+
 def load_image_and_label(pixdim_mm: float) -> List:
     return [
-        LoadImaged(("image", "label"), image_only=False),
-        EnsureChannelFirstd(("image", "label")),
+        LoadCTd("image"),
+        LoadImaged("label", image_only=False),
+        EnsureChannelFirstd("label"),
         *to_model_grid(("image", "label"), pixdim_mm, ("bilinear", "nearest")),
         crop_to_body(("image", "label")),
         window_hu("image"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -158,6 +159,24 @@ def test_two_process_gloo_training_on_cpu(datastore_dir, tmp_path):
     labelled = len(LocalDatastore(str(datastore_dir), extensions=["*.nii.gz"], auto_reload=False).datalist())
     assert (tmp_path / "ddp.pt").exists()
     assert stats["total_iterations"] == (labelled + 1) // 2  # each rank saw half of the volumes
+
+
+def test_two_process_training_with_an_unreadable_image_fails_with_the_reason(datastore_dir, tmp_path):
+    """A rank that fails takes the run down with its reason (not a hang, not a bare signal)."""
+    broken = tmp_path / "datastore"
+    shutil.copytree(datastore_dir, broken)
+    victim = sorted(broken.glob("*.nii.gz"))[0]
+    victim.write_bytes(b"not a CT at all")
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    request = {**FAST_REQUEST, "val_split": 0.0, "multi_gpu": True, "gpus": "0,1"}
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script), str(broken), str(tmp_path), json.dumps(request)],
+                          cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0
+    assert f"could not read {victim.name} as a CT volume" in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "ddp.pt").exists()
 
 
 @pytest.mark.parametrize("volume, spacing, reason", [

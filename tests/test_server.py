@@ -122,7 +122,7 @@ def test_nothing_tried_to_reach_the_network(server):
 
 
 @pytest.mark.parametrize("name, content, reason", [
-    ("scan.nii.gz", b"this is not a NIfTI file", "could not read the image"),
+    ("scan.nii.gz", b"this is not a NIfTI file", "as a CT volume"),
     ("slice.nii.gz", None, "3D CT volume"),
     ("mr.nii.gz", "mr", "Hounsfield"),
 ])

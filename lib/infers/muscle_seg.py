@@ -6,6 +6,8 @@ with ``"region": "all"``); a scan without L3 is answered with 422 and the reason
 ``"region": "all"`` asks for the mask anyway. Request keys: ``sex``, ``height_m``,
 ``weight_kg``, ``cutoffs``, ``convention``, ``slab_mm``, ``region``, ``muscle_hu`` ([low, high]),
 ``levels`` (``"all"``: every level T12..L5 in view and the L1-L5 muscle volume).
+The CT is read as `sarcopenia measure` reads it (`ct_loader.load_ct`): sex, height and weight
+recorded in a DICOM header are used when the request does not give them.
 """
 
 import os
@@ -13,20 +15,20 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from monai.data import MetaTensor
-from monai.data.utils import affine_to_spacing
-from monai.transforms import EnsureChannelFirstd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from lib.infers.errors import LoadCTd, reporting_invalid_input
+from lib.infers.errors import reporting_invalid_input
 
 from sarcopenia_app.analysis import MeasureOptions, Models, analyse_ct, model_description, subject_for
-from sarcopenia_app.ct_loader import HeaderInfo, LoadedCT
-from sarcopenia_app.level import load_locator
 from sarcopenia_app.ct_input import InvalidCTError
+from sarcopenia_app.ct_loader import LoadedCT
+from sarcopenia_app.level import load_locator
 from sarcopenia_app.segment import load_model
+from sarcopenia_app.transforms import LoadCTd
 
 REQUEST_OPTIONS = ("cutoffs", "convention", "slab_mm", "region", "muscle_hu", "levels")
+LOADED_KEY = "loaded_ct"  # the LoadedCT beside the image: DICOM header facts and slice UIDs
 
 
 class MuscleSegInfer(BasicInferTask):
@@ -53,7 +55,7 @@ class MuscleSegInfer(BasicInferTask):
         return self._loaded
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
-        return [LoadCTd("image"), EnsureChannelFirstd(keys="image")]
+        return [LoadCTd(self.input_key, loaded_key=LOADED_KEY)]
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
         return []
@@ -64,8 +66,7 @@ class MuscleSegInfer(BasicInferTask):
         models = self.models(device)
         options = MeasureOptions(**{k: tuple(data[k]) if k == "muscle_hu" else data[k]
                                     for k in REQUEST_OPTIONS if data.get(k) is not None})
-        thickness = float(affine_to_spacing(image.affine, r=3)[2])
-        loaded = LoadedCT(MetaTensor(image.float(), affine=image.affine), HeaderInfo(slice_thickness_mm=thickness))
+        loaded: LoadedCT = data[LOADED_KEY]
         subject = subject_for(loaded.header, data.get("sex"), _number(data.get("height_m")), _number(data.get("weight_kg")))
         result = analyse_ct(loaded, models, subject, options, device, os.path.basename(str(data.get("image_path", ""))))
         if result.mask is None:  # no L3 and no whole-volume request: nothing to measure or show

@@ -8,9 +8,10 @@ from monai.data.utils import affine_to_spacing
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from lib.infers.errors import LoadCTd, reporting_invalid_input
+from lib.infers.errors import reporting_invalid_input
 
 from sarcopenia_app.baseline import segment_muscle_volume
+from sarcopenia_app.transforms import LoadCTd
 
 
 class MuscleThresholdInfer(BasicInferTask):
@@ -36,7 +37,7 @@ class MuscleThresholdInfer(BasicInferTask):
         return True  # nothing to load: always available
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
-        return [LoadCTd("image")]
+        return [LoadCTd(self.input_key)]
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
         return []
@@ -44,6 +45,6 @@ class MuscleThresholdInfer(BasicInferTask):
     def run_inferer(self, data: Dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> Dict[str, Any]:
         image: MetaTensor = data[self.input_key]
         spacing_mm = affine_to_spacing(image.affine, r=3).tolist()
-        mask = segment_muscle_volume(image.array, spacing_mm)
+        mask = segment_muscle_volume(image.array[0], spacing_mm)
         data[self.output_label_key] = MetaTensor(torch.from_numpy(mask), affine=image.affine)
         return data

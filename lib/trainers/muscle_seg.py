@@ -10,6 +10,7 @@ and publishes nothing. `multi_gpu` works on CPU machines too
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import tempfile
@@ -183,7 +184,21 @@ class MuscleSegTrain(BasicTrainTask):
         logger.info(f"Published model's validation dice on this run's images: {dice:.4f}")
         return dice
 
-    # ---- distributed training without GPUs -------------------------------------------------
+    # ---- distributed training ----------------------------------------------------------------
+    def train(self, rank, world_size, request, datalist):
+        """One process's run. MONAI Label destroys the process group at the end of a run but leaves
+        the DDP network (which keeps the group and its gloo threads alive) in reference cycles of
+        the engines; collected only at interpreter exit, it was torn down while Python was half
+        gone, and a rank of a finished training died with SIGABRT ("terminate called without an
+        active exception"). Free it while the interpreter is whole. A failed rank's exception goes
+        to the parent as it is (torch's spawn stops the other ranks and raises it there); its group
+        is not destroyed here, as that could wait forever on peers stuck in a collective."""
+        try:
+            return super().train(rank, world_size, request, datalist)
+        finally:
+            if request.get("multi_gpu"):
+                gc.collect()
+
     def __call__(self, request, datastore):
         if request.get("multi_gpu") and not torch.cuda.is_available():
             rendezvous = tempfile.NamedTemporaryFile(prefix="muscle_seg_ddp_", delete=False).name

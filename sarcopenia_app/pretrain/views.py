@@ -15,9 +15,7 @@ from typing import Dict, List
 from monai.config import KeysCollection
 from monai.transforms import (
     CopyItemsd,
-    EnsureChannelFirstd,
     EnsureTyped,
-    LoadImaged,
     MapTransform,
     RandCoarseDropoutd,
     RandCoarseShuffled,
@@ -28,7 +26,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from ..transforms import crop_to_body, to_model_grid, window_hu
+from ..transforms import LoadCTd, crop_to_body, to_model_grid, window_hu
 
 VIEWS = ("view_a", "view_b")
 
@@ -40,8 +38,7 @@ def target_key(view: str) -> str:
 def volume_on_model_grid(pixdim_mm: float) -> List:
     """Deterministic part: file -> windowed (1, X, Y, Z) volume on the model grid (cacheable)."""
     return [
-        LoadImaged("image", image_only=True),
-        EnsureChannelFirstd("image"),
+        LoadCTd("image"),
         *to_model_grid(("image",), pixdim_mm, ("bilinear",)),
         crop_to_body(("image",)),
         window_hu("image"),
