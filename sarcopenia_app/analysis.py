@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from monai.data.utils import affine_to_spacing
@@ -19,11 +19,13 @@ import torch
 from .ct_loader import HeaderInfo, LoadedCT
 from .cutoffs import DEFAULT_CUTOFFS, CutoffSet, cutoff_set
 from .level.locator import CONVENTIONS, MIN_CONFIDENCE, L3Location, LevelLocator, locate_l3
+from .level_measurements import LevelPosition, level_positions, measure_levels, slices_needed
 from .measurements import MUSCLE_HU, SliceMeasurement, average, contrast_suspected, measure_slice, smi_cm2_m2
 from .segment import MuscleModel, predict_mask
 
 THICK_SLICE_MM = 5.0
 REGIONS = ("l3", "all")
+LEVEL_CHOICES = ("l3", "all")  # L3 only, or every level T12..L5 in view plus the L1-L5 volume
 
 
 class InvalidRequestError(ValueError):
@@ -59,11 +61,14 @@ class MeasureOptions:
     convention: str = "mid"  # or "inferior_endplate"
     slab_mm: Optional[float] = None  # average over slices within +-slab/2 of the chosen one
     region: str = "l3"  # mask computed on the L3 vertebra's slices, or on the whole volume
+    levels: str = "l3"  # "all": also T12, L1, L2, L4, L5 and the L1-L5 muscle volume (level_measurements)
 
     def validated(self) -> CutoffSet:
         """The cut-off set, after checking every option."""
         if self.region not in REGIONS:
             raise InvalidRequestError(f"region must be one of {REGIONS}, not {self.region!r}")
+        if self.levels not in LEVEL_CHOICES:
+            raise InvalidRequestError(f"levels must be one of {LEVEL_CHOICES}, not {self.levels!r}")
         if self.convention not in CONVENTIONS:
             raise InvalidRequestError(f"convention must be one of {CONVENTIONS}, not {self.convention!r}")
         low, high = self.muscle_hu
@@ -116,12 +121,17 @@ def analyse_ct(loaded: LoadedCT, models: Models, subject: Subject, options: Meas
     record.update({"has_l3": location.has_l3, "l3_confidence": None if single_slice else location.confidence,
                    "l3_convention": options.convention, "l3_levels_seen": location.levels_seen,
                    "l3_index_axis": location.index_axis})
-    mask = _segment(models.muscle, image, location, options.region, device)
+    positions = (level_positions(location.row_levels, location.row_slices)
+                 if options.levels == "all" and not single_slice else None)
+    levels_range = slices_needed(positions, image.shape[location.index_axis + 1]) if positions else None
+    mask = _segment(models.muscle, image, location, options.region, device, levels_range)
     if not location.has_l3:
         warnings.append(f"l3_not_found: {location.reason}")
         record.update({key: None for key in ("l3_slice_index", "l3_z_mm", "l3_slices", "sma_cm2", "muscle_mean_hu",
                                              "imat_cm2", "mask_area_cm2", "smi_cm2_m2", "sarcopenia", "myosteatosis",
                                              "contrast_suspected")})
+        if positions is not None:
+            record.update(_levels(loaded, mask, location, positions, options, None))
         record["warnings"] = warnings
         return CaseResult(record, mask, location)
 
@@ -130,39 +140,74 @@ def analyse_ct(loaded: LoadedCT, models: Models, subject: Subject, options: Meas
     pixel_mm = [s for i, s in enumerate(spacing) if i != axis]
     hu = np.asarray(image[0])
     slab = [j for j in location.l3_slices if options.slab_mm and abs(j - k) * spacing[axis] <= options.slab_mm / 2]
-    per_slice = [measure_slice(np.take(hu, j, axis), np.take(mask, j, axis), pixel_mm, options.muscle_hu)
-                 for j in (slab or [k])]
-    measured: SliceMeasurement = average(per_slice) if len(per_slice) > 1 else per_slice[0]
-    smi = smi_cm2_m2(measured.sma_cm2, subject.height_m)
-    sarcopenia, missing_s = rules.sarcopenia(smi, subject.sex, subject.bmi)
-    myosteatosis, missing_m = rules.myosteatosis(measured.muscle_mean_hu, subject.bmi)
+    measured = measure_slices(hu, mask, axis, pixel_mm, slab or [k], options.muscle_hu)
+    rating, missing = rate(measured, subject, rules)
     contrast = bool(loaded.header.contrast_agent) or contrast_suspected(np.take(hu, k, axis), pixel_mm)
     thickness = loaded.header.slice_thickness_mm or float(spacing[axis])
     record.update({
         "l3_slice_index": int(k), "l3_z_mm": location.z_mm,
         "l3_slices": [int(location.l3_slices[0]), int(location.l3_slices[-1])],
         "measured_slices": [int(j) for j in (slab or [k])],
-        **measured.as_dict(),
-        "smi_cm2_m2": None if smi is None else round(smi, 2),
-        "sarcopenia": sarcopenia, "myosteatosis": myosteatosis,
+        **rating,
         "contrast_suspected": contrast, "slice_thickness_mm": round(thickness, 2),
     })
     if loaded.sop_instance_uids and axis == 2:
         record["l3_sop_instance_uid"] = loaded.sop_instance_uids[k]
-    warnings += _warnings(location, single_slice, subject, missing_s + missing_m, contrast, thickness)
+    if positions is not None:
+        record.update(_levels(loaded, mask, location, positions, options, {"slice_index": int(k), **measured.as_dict()}))
+    warnings += _warnings(location, single_slice, subject, missing, contrast, thickness)
     record["warnings"] = warnings
     return CaseResult(record, mask, location)
 
 
-def _segment(model: MuscleModel, image, location: L3Location, region: str, device) -> Optional[np.ndarray]:
+def measure_slices(hu: np.ndarray, mask: np.ndarray, axis: int, pixel_mm: Sequence[float], slices: Sequence[int],
+                   muscle_hu: Tuple[float, float]) -> SliceMeasurement:
+    """One slice's numbers, or their mean over a slab."""
+    per_slice = [measure_slice(np.take(hu, j, axis), np.take(mask, j, axis), pixel_mm, muscle_hu) for j in slices]
+    return average(per_slice) if len(per_slice) > 1 else per_slice[0]
+
+
+def rate(measured: SliceMeasurement, subject: Subject, rules: CutoffSet) -> Tuple[Dict[str, Any], List[str]]:
+    """The L3 numbers with SMI and the two flags for a record, and the inputs that were missing."""
+    smi = smi_cm2_m2(measured.sma_cm2, subject.height_m)
+    sarcopenia, missing_s = rules.sarcopenia(smi, subject.sex, subject.bmi)
+    myosteatosis, missing_m = rules.myosteatosis(measured.muscle_mean_hu, subject.bmi)
+    return ({**measured.as_dict(), "smi_cm2_m2": None if smi is None else round(smi, 2), "sarcopenia": sarcopenia,
+             "myosteatosis": myosteatosis}, missing_s + missing_m)
+
+
+def _levels(loaded: LoadedCT, mask: Optional[np.ndarray], location: L3Location,
+            positions: Dict[str, LevelPosition], options: MeasureOptions,
+            l3_values: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per-level numbers; L3's entry is the L3 result itself (`l3_values`, None without L3: its
+    slice is chosen by both locator heads, and it is the one the cut-offs apply to)."""
+    if mask is None:  # no level in view and no L3
+        return {"levels": {name: {"in_view": False, "reason": f"the middle of {name} is not in the scan"}
+                           for name in positions}, "muscle_volume_l1_l5_cm3": None}
+    spacing = affine_to_spacing(np.asarray(loaded.image.affine, float), r=3)
+    found = measure_levels(np.asarray(loaded.image[0]), mask, location.index_axis, spacing, positions,
+                           options.muscle_hu)
+    if l3_values is None:
+        found["levels"]["L3"] = {"in_view": False, "reason": location.reason}
+    else:
+        found["levels"]["L3"].update({"in_view": True, **l3_values})
+    return found
+
+
+def _segment(model: MuscleModel, image, location: L3Location, region: str, device,
+             levels_range: Optional[Tuple[int, int]] = None) -> Optional[np.ndarray]:
     """The muscle mask on the input grid. Region "l3": the L3 vertebra's slices (one spare on each
-    side; the whole volume if it is not stored as axial slices), None without L3. "all": everything."""
-    if region == "all" or (location.has_l3 and location.index_axis != 2):
+    side) and the slices of the other levels asked for (`levels_range`); the whole volume if it is
+    not stored as axial slices; None when there is nothing to measure. "all": everything."""
+    ranges = [levels_range] if levels_range else []
+    if location.has_l3:
+        first, last = location.l3_slices[0], location.l3_slices[-1]
+        ranges.append((max(first - 1, 0), min(last + 2, image.shape[-1])))
+    if region == "all" or (ranges and location.index_axis != 2):
         return predict_mask(model, image, device)
-    if not location.has_l3:
+    if not ranges:
         return None
-    first, last = location.l3_slices[0], location.l3_slices[-1]
-    return predict_mask(model, image, device, (max(first - 1, 0), min(last + 2, image.shape[-1])))
+    return predict_mask(model, image, device, (min(r[0] for r in ranges), max(r[1] for r in ranges)))
 
 
 def _warnings(location: L3Location, single_slice: bool, subject: Subject, missing: List[str], contrast: bool,

@@ -39,33 +39,31 @@ def _pacs_upload(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .analysis import MeasureOptions, Models, model_description
-    from .cohort import find_cases, run_case, run_cohort
-    from .level import load_locator
-    from .segment import load_model
+    from .analysis import InvalidRequestError, MeasureOptions
+    from .cohort import find_cases
+    from .cohort_engine import COHORT_CSV, RUN_LOG, CohortJob, run_cohort
 
-    device = args.device or ("cuda" if _cuda() else "cpu")
-    models = Models(load_model(args.muscle_model, device), load_locator(args.locator_model, device),
-                    {"muscle": model_description(args.muscle_model), "l3_locator": model_description(args.locator_model)})
     options = MeasureOptions(muscle_hu=(args.muscle_hu_min, args.muscle_hu_max), cutoffs=args.cutoffs,
-                             convention=args.convention, slab_mm=args.slab_mm)
-    out = Path(args.out)
-    cases = find_cases([Path(p) for p in args.inputs])
-    records = run_cohort(cases, lambda case: run_case(case, models, options, out, device, args.sex, args.height_m,
-                                                      args.weight_kg),
-                         out, progress=lambda items: tqdm(items, desc="cases", unit="case", file=sys.stderr))
-    failed = [r for r in records if r.get("error")]
-    for r in failed:
-        print(f"FAILED {r['case']}: {r['error']}", file=sys.stderr)
-    print(f"measured {len(records) - len(failed)} of {len(records)} case(s); table: {out / 'measurements.csv'}",
-          file=sys.stderr)
-    return 1 if records and len(failed) == len(records) else 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+                             convention=args.convention, slab_mm=args.slab_mm, levels=args.levels)
+    try:
+        options.validated()
+    except InvalidRequestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    cases = find_cases([Path(p).resolve() for p in args.inputs])
+    job = CohortJob(str(out), str(Path(args.muscle_model).resolve()), str(Path(args.locator_model).resolve()), options,
+                    args.sex, args.height_m, args.weight_kg, args.sr, args.device)
+    outcomes = run_cohort(cases, job, args.cluster, args.workers,
+                          progress=lambda items, total: tqdm(items, total=total, desc="cases", unit="case",
+                                                             file=sys.stderr))
+    failed = [o for o in outcomes if o.status == "failed"]
+    for outcome in failed:
+        print(f"FAILED {outcome.case.name}: {outcome.record['error']}", file=sys.stderr)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    print(f"measured {len(outcomes) - len(failed)} of {len(outcomes)} case(s) ({skipped} already done); "
+          f"table: {out / COHORT_CSV}; log: {out / RUN_LOG}", file=sys.stderr)
+    return 1 if outcomes and len(failed) == len(outcomes) else 0
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -166,13 +164,21 @@ def _add_measure_parser(sub) -> None:
     me.add_argument("--sex", choices=("F", "M"), help="default: DICOM PatientSex")
     me.add_argument("--height-m", type=float, help="default: DICOM PatientSize")
     me.add_argument("--weight-kg", type=float, help="default: DICOM PatientWeight")
-    me.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    me.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: each worker's GPU where it has one)")
     me.add_argument("--cutoffs", choices=sorted(CUTOFF_SETS), default=DEFAULT_CUTOFFS)
     me.add_argument("--convention", choices=("mid", "inferior_endplate"), default="mid",
                     help="L3 slice: middle of the vertebral body (default) or its inferior endplate")
     me.add_argument("--slab-mm", type=float, help="average SMA over the L3 slices within +-slab/2 of the chosen one")
     me.add_argument("--muscle-hu-min", type=float, default=MUSCLE_HU[0])
     me.add_argument("--muscle-hu-max", type=float, default=MUSCLE_HU[1])
+    me.add_argument("--levels", choices=("l3", "all"), default="l3",
+                    help="all: also T12, L1, L2, L4, L5 and the L1-L5 muscle volume (cut-offs apply to L3 only)")
+    me.add_argument("--sr", action="store_true", help="DICOM input: also write muscle_seg.dcm (SEG) and "
+                                                       "measurements_sr.dcm (DICOM SR TID 1500) per case")
+    me.add_argument("--cluster", metavar="ADDRESS", help="Dask scheduler to run on (tcp://host:8786); default: "
+                                                         "a local cluster on this machine")
+    me.add_argument("--workers", type=int, help="local cluster: worker processes (default: one per CPU core, "
+                                                "or one per GPU)")
     me.add_argument("--muscle-model", default=str(MODEL_DIR / "muscle_seg.pt"))
     me.add_argument("--locator-model", default=str(MODEL_DIR / "l3_locator.pt"))
     me.set_defaults(func=_measure)

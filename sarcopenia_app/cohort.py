@@ -1,29 +1,31 @@
-"""Measure many scans in one go: find the cases among the inputs, run each, write the outputs.
+"""The cases of a cohort and the outputs of one case: which inputs are cases, and measuring one.
 
-One bad case is reported and skipped; the rest go on. Outputs per case: measurements.json,
-muscle.nii.gz (mask on the input grid, the L3 vertebra's slices at least) and l3.png; for the run:
-measurements.csv.
+Outputs per case: measurements.json (written last and atomically: its presence means the case is
+complete), muscle.nii.gz (mask on the input grid, the L3 vertebra's slices at least), l3.png and,
+when asked for and the input is DICOM, a DICOM SEG and SR. Running many cases (a cluster, resume,
+the run log, the cohort CSV) is `cohort_engine`'s job.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import nibabel as nib
 import numpy as np
+import pydicom
 
 from .analysis import CaseResult, MeasureOptions, Models, analyse_ct, subject_for
-from .ct_input import InvalidCTError
-from .ct_loader import VOLUME_SUFFIXES, is_volume_file, load_ct
-from .dicom_io import is_dicom_file
-from .report import write_cohort_csv, write_l3_png
+from .ct_loader import VOLUME_SUFFIXES, LoadedCT, is_volume_file, load_ct
+from .dicom_io import dicom_files, is_dicom_file
+from .report import write_l3_png
+from .safe_files import write_atomically, write_json_atomically
 
-logger = logging.getLogger(__name__)
+RECORD_FILE = "measurements.json"
+SEG_FILE, SR_FILE = "muscle_seg.dcm", "measurements_sr.dcm"
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ def _is_collection(folder: Path) -> bool:
 
 
 def run_case(case: CaseInput, models: Models, options: MeasureOptions, out_dir: Path, device: str,
-             sex: Optional[str] = None, height_m: Optional[float] = None,
-             weight_kg: Optional[float] = None) -> Dict:
+             sex: Optional[str] = None, height_m: Optional[float] = None, weight_kg: Optional[float] = None,
+             write_sr: bool = False, run_key: Optional[str] = None) -> Dict[str, Any]:
+    """Measure one case and write its outputs; `run_key` is stored with the record (see run_key.py)."""
     loaded = load_ct(case.path)
     subject = subject_for(loaded.header, sex, height_m, weight_kg)
     result: CaseResult = analyse_ct(loaded, models, subject, options, device, case.name)
@@ -87,21 +90,44 @@ def run_case(case: CaseInput, models: Models, options: MeasureOptions, out_dir: 
         nib.save(nib.Nifti1Image(result.mask.astype(np.uint8), affine), str(case_dir / "muscle.nii.gz"))
     if record["has_l3"]:
         write_l3_png(case_dir / "l3.png", np.asarray(loaded.image[0]), result.mask, affine, record, result.location)
-    (case_dir / "measurements.json").write_text(json.dumps(record, indent=1))
+    if write_sr:
+        record.update(_write_seg_and_sr(case, loaded, result.mask, record, case_dir))
+    if run_key is not None:
+        record["run_key"] = run_key
+    write_json_atomically(case_dir / RECORD_FILE, record, keep_backup=False)
     return record
 
 
-def run_cohort(cases: Iterable[CaseInput], run: Callable[[CaseInput], Dict], out_dir: Path,
-               progress: Callable[[Iterable], Iterable] = lambda x: x) -> List[Dict]:
-    """Every case through `run`; failures become rows with an `error` and do not stop the others."""
-    records = []
-    for case in progress(list(cases)):
-        try:
-            records.append(run(case))
-        except Exception as error:  # noqa: BLE001 - one bad case must not stop a cohort
-            logger.error(f"{case.name}: {error}")
-            message = str(error) if isinstance(error, (InvalidCTError, ValueError)) else f"{type(error).__name__}: {error}"
-            records.append({"case": case.name, "input": str(case.path), "error": message})
-    write_cohort_csv(out_dir / "measurements.csv", records)
-    return records
+def _write_seg_and_sr(case: CaseInput, loaded: LoadedCT, mask: Optional[np.ndarray], record: Dict[str, Any],
+                      case_dir: Path) -> Dict[str, Any]:
+    """muscle_seg.dcm (the measured slices) and measurements_sr.dcm beside the other outputs; for
+    an input that is not a DICOM series, or without an L3 measurement, a warning says why not."""
+    from .dicom_results import measurement_report, muscle_seg
 
+    why_not = ("the input is not a DICOM series" if not loaded.sop_instance_uids
+               else "there is no L3 measurement" if record.get("sma_cm2") is None else None)
+    if why_not:
+        return {"warnings": record["warnings"] + [f"sr_not_written: {why_not}"]}
+    slices = record["measured_slices"]
+    wanted = {loaded.sop_instance_uids[k] for k in slices}
+    headers = {str(ds.SOPInstanceUID): path for path in dicom_files(case.path)
+               if (ds := pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]))
+               .get("SOPInstanceUID") in wanted}
+    images = [pydicom.dcmread(headers[loaded.sop_instance_uids[k]]) for k in slices]
+    seg = muscle_seg(images, np.stack([mask[:, :, k].T for k in slices]), record["model"].get("muscle", ""))
+    try:
+        sr = measurement_report(record, images[slices.index(record["l3_slice_index"])], seg)
+    except ValueError as error:  # an empty mask on the L3 slice: the SEG has no frame to reference
+        return {"warnings": record["warnings"] + [f"sr_not_written: {error}"]}
+    for name, dataset in ((SEG_FILE, seg), (SR_FILE, sr)):
+        write_atomically(case_dir / name, lambda f, ds=dataset: ds.save_as(f, write_like_original=False))
+    return {"seg_file": SEG_FILE, "sr_file": SR_FILE, "sr_sop_instance_uid": str(sr.SOPInstanceUID)}
+
+
+def finished_record(out_dir: Path, case: CaseInput, run_key: str) -> Optional[Dict[str, Any]]:
+    """The case's stored record if an earlier run finished it with this key, else None."""
+    try:
+        record = json.loads((out_dir / case.name / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("run_key") == run_key else None

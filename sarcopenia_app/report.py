@@ -8,6 +8,7 @@ a fixed soft-tissue window, whatever the stored orientation.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -20,11 +21,16 @@ import numpy as np  # noqa: E402
 
 from .level.locator import LEVEL_NAMES, L3Location, crossings  # noqa: E402
 from .level.projection import ROW_MM  # noqa: E402
+from .level_measurements import MEASURED_LEVELS  # noqa: E402
+from .safe_files import write_atomically  # noqa: E402
 
 WINDOW_HU = (-160, 240)
 CSV_COLUMNS = ("case", "has_l3", "l3_slice_index", "l3_z_mm", "l3_confidence", "sma_cm2", "muscle_mean_hu",
                "imat_cm2", "smi_cm2_m2", "sarcopenia", "myosteatosis", "cutoffs", "sex", "height_m", "weight_kg",
                "bmi", "contrast_suspected", "slice_thickness_mm", "l3_sop_instance_uid", "warnings", "error")
+LEVEL_VALUES = ("slice_index", "sma_cm2", "muscle_mean_hu", "imat_cm2", "volume_cm3")
+LEVEL_CSV_COLUMNS = tuple(f"{name.lower()}_{key}" for name in MEASURED_LEVELS for key in LEVEL_VALUES) + (
+    "muscle_volume_l1_l5_cm3",)
 
 
 def to_ras(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -117,11 +123,23 @@ def _level_rows(levels: np.ndarray) -> Iterable[tuple]:
 
 
 def write_cohort_csv(path: Path, records: Sequence[Dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for record in records:
-            row = dict(record)
-            row["warnings"] = "; ".join(w.split(":", 1)[0] for w in record.get("warnings", []))
-            writer.writerow(row)
+    """The cohort table, written atomically (a killed run leaves the previous table, never half of
+    one); per-level columns appear when any case was measured at every level."""
+    level_columns = [column for column in LEVEL_CSV_COLUMNS if any(column in level_row(r) for r in records)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS) + level_columns, extrasaction="ignore")
+    writer.writeheader()
+    for record in records:
+        row = {**record, **level_row(record)}
+        row["warnings"] = "; ".join(w.split(":", 1)[0] for w in record.get("warnings", []))
+        writer.writerow(row)
+    write_atomically(path, lambda f: f.write(buffer.getvalue().encode()))
+
+
+def level_row(record: Dict[str, Any]) -> Dict[str, Any]:
+    """Per-level numbers of a record as flat CSV columns (``l1_sma_cm2``, ...)."""
+    row = {f"{name.lower()}_{key}": value for name, level in (record.get("levels") or {}).items()
+           for key, value in level.items() if key in LEVEL_VALUES}
+    if "muscle_volume_l1_l5_cm3" in record:
+        row["muscle_volume_l1_l5_cm3"] = record["muscle_volume_l1_l5_cm3"]
+    return row

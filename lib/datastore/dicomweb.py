@@ -6,6 +6,9 @@ Over ``monailabel.datastore.dicom.DICOMWebDatastore`` (0.8.5) this:
   labels count as labelled and reach training;
 - stores proposals (infer with ``save_label``) back to the PACS as SEG too, so a viewer
   shows them next to the image;
+- stores, next to each final label's SEG, a DICOM SR (TID 1500) with the L3 measurements of
+  that label (sarcopenia_app/label_report.py) when the scan was measured before; an SR that
+  cannot be made is logged and never fails the label;
 - forgets its cached lists of images and labels when it stores a SEG itself (upstream
   keeps them for ``MONAI_LABEL_DICOMWEB_CACHE_EXPIRY``, 2 h by default, so a saved
   label would not count for hours);
@@ -20,8 +23,9 @@ Over ``monailabel.datastore.dicom.DICOMWebDatastore`` (0.8.5) this:
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
+import pydicom
 from cachetools import TTLCache
 from dicomweb_client import DICOMwebClient
 from monailabel.config import settings
@@ -34,6 +38,7 @@ from pydicom.dataset import Dataset
 
 from lib.datastore import segments
 from sarcopenia_app.ct_input import InvalidCTError
+from sarcopenia_app.label_report import report_for_label
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +176,10 @@ class SarcopeniaDICOMwebDatastore(DICOMWebDatastore):
             names = (info.get("params") or {}).get("label_names") or self._label_names
             info["label_info"] = segments.segment_list(names, description)
         try:
-            seg_uid = self._store_seg(image_id, label_file, info["label_info"])
+            seg_uid, seg = self._store_seg(image_id, label_file, info["label_info"])
             image_info = self.get_image_info(image_id)
+            if final:
+                info["sr_series_uid"] = self._store_report(image_id, label_file, seg, image_info.get("sarcopenia"))
             info.update(SeriesInstanceUID=seg_uid, Modality="SEG", PatientID=image_info.get("PatientID"),
                         StudyInstanceUID=image_info.get("StudyInstanceUID"))
             return LocalDatastore.save_label(self, image_id, label_file, label_tag, info)
@@ -181,15 +188,31 @@ class SarcopeniaDICOMwebDatastore(DICOMWebDatastore):
             if converted:
                 os.unlink(converted)
 
-    def _store_seg(self, image_id: str, label_file: str, label_info: List[Dict[str, Any]]) -> str:
+    def _store_seg(self, image_id: str, label_file: str, label_info: List[Dict[str, Any]]) -> Tuple[str, Dataset]:
+        """(SeriesInstanceUID, dataset) of the SEG stored for the label."""
         image_dir = os.path.join(self._datastore.image_path(), image_id)
         seg_file = nifti_to_dicom_seg(image_dir, label_file, label_info)
         if not seg_file:
             raise InvalidCTError(f"the label for {image_id} is empty: nothing to store as DICOM SEG")
         try:
-            return dicom_web_upload_dcm(seg_file, self._client)
+            return dicom_web_upload_dcm(seg_file, self._client), pydicom.dcmread(seg_file)
         finally:
             os.unlink(seg_file)
+
+    def _store_report(self, image_id: str, label_file: str, seg: Dataset,
+                      measurements: Optional[Dict[str, Any]]) -> Optional[str]:
+        """The SR of the saved label, STOWed into the study of the SEG; its SeriesInstanceUID, or
+        None (logged) when there is no L3 measurement or the PACS refuses it."""
+        if not measurements:
+            logger.info(f"no SR for {image_id}: the scan was not measured (run /infer/muscle_seg first)")
+            return None
+        try:
+            sr = report_for_label(os.path.join(self._datastore.image_path(), image_id), label_file, measurements, seg)
+            self._client.store_instances([sr])
+        except Exception as error:  # noqa: BLE001 - the label is stored; the report is an extra
+            logger.warning(f"no SR stored for {image_id}: {error}")
+            return None
+        return str(sr.SeriesInstanceUID)
 
 
 def for_this_app(datastore: Datastore, label_names: Mapping[str, int]) -> Datastore:

@@ -4,7 +4,8 @@ Every inference also finds L3 and measures it: the response's ``params`` carry t
 measurements (``measurements``), and the label covers the L3 vertebra's slices (the whole volume
 with ``"region": "all"``); a scan without L3 is answered with 422 and the reason unless
 ``"region": "all"`` asks for the mask anyway. Request keys: ``sex``, ``height_m``,
-``weight_kg``, ``cutoffs``, ``convention``, ``slab_mm``, ``region``, ``muscle_hu`` ([low, high]).
+``weight_kg``, ``cutoffs``, ``convention``, ``slab_mm``, ``region``, ``muscle_hu`` ([low, high]),
+``levels`` (``"all"``: every level T12..L5 in view and the L1-L5 muscle volume).
 The CT is read as `sarcopenia measure` reads it (`ct_loader.load_ct`): sex, height and weight
 recorded in a DICOM header are used when the request does not give them.
 """
@@ -26,7 +27,7 @@ from sarcopenia_app.level import load_locator
 from sarcopenia_app.segment import load_model
 from sarcopenia_app.transforms import LoadCTd
 
-REQUEST_OPTIONS = ("cutoffs", "convention", "slab_mm", "region", "muscle_hu")
+REQUEST_OPTIONS = ("cutoffs", "convention", "slab_mm", "region", "muscle_hu", "levels")
 LOADED_KEY = "loaded_ct"  # the LoadedCT beside the image: DICOM header facts and slice UIDs
 
 

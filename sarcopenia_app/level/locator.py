@@ -102,6 +102,7 @@ class L3Location:
     reason: str = ""
     row_levels: List[float] = field(default_factory=list, repr=False)  # per projection row
     row_l3_probability: List[float] = field(default_factory=list, repr=False)
+    row_slices: List[float] = field(default_factory=list, repr=False)  # stored (fractional) slice of each row
 
 
 def predict_rows(locator: LevelLocator, projection: Projection,
@@ -150,7 +151,8 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
     seen = (level_name(lowest), level_name(highest))
     common = dict(convention=convention, index_axis=projection.stored_axis, levels_seen=seen,
                   row_levels=[round(float(v), 3) for v in levels],
-                  row_l3_probability=[round(float(v), 3) for v in probability])
+                  row_l3_probability=[round(float(v), 3) for v in probability],
+                  row_slices=[round(float(projection.stored_slice(r)), 3) for r in range(projection.rows)])
     absent = f"L3 is not in the field of view: the scan covers about {seen[0]} to {seen[1]}"
     run = _best_run(probability)
     if run is None:

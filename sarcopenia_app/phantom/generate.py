@@ -45,16 +45,19 @@ class PhantomCase:
         z = self.z_anatomical_mm
         return [int(k) for k in np.nonzero((z >= lv.z_bottom) & (z <= lv.z_top))[0]]
 
-    @property
-    def l3_mid_index(self) -> Optional[int]:
-        """Slice nearest the middle of the L3 body, or None when that middle is not scanned."""
-        z_mid = self.spine.by_name["L3"].z_mid
+    def level_mid_index(self, level: str) -> Optional[int]:
+        """Slice nearest the middle of the level's body, or None when that middle is not scanned."""
+        z_mid = self.spine.by_name[level].z_mid
         z = self.z_anatomical_mm
         half = self.spacing_mm[2] / 2
         if z_mid < z[0] - half or z_mid > z[-1] + half:
             return None
         k = int(np.argmin(np.abs(z - z_mid)))
-        return k if k in self.level_slices("L3") else None
+        return k if k in self.level_slices(level) else None
+
+    @property
+    def l3_mid_index(self) -> Optional[int]:
+        return self.level_mid_index("L3")
 
     def sma_cm2(self, k: int) -> float:
         return float(self.muscle[:, :, k].sum() * self.spacing_mm[0] * self.spacing_mm[1] / 100.0)

@@ -23,6 +23,8 @@ LABEL_SLICE_MODES = ("all", "l3", "none")
 FORMATS = ("nifti", "dicom")
 L3_LABEL_HALF_RANGE_MM = 8.0
 L3_LABEL_MAX_SLICES = 5
+TRUTH_LEVELS = ("T12", "L1", "L2", "L3", "L4", "L5")  # per-level truth in the sidecar
+VOLUME_SPAN = (("T12", "L1"), ("L5", "S1"))  # muscle volume from the T12/L1 to the L5/S1 mid-point
 
 
 def stored_layout(case: PhantomCase, orientation: str) -> Tuple[np.ndarray, callable]:
@@ -64,6 +66,24 @@ def l3_label_slices(case: PhantomCase) -> List[int]:
     return sorted(near[:L3_LABEL_MAX_SLICES])
 
 
+def level_truth(case: PhantomCase) -> Dict[str, Any]:
+    """Mid slice and muscle area of every level whose middle is scanned, and the muscle volume
+    between the mid-points T12/L1 and L5/S1 (None unless both are scanned)."""
+    muscle, z = case.muscle, case.z_anatomical_mm
+    levels = {}
+    for name in TRUTH_LEVELS:
+        k = case.level_mid_index(name)
+        if k is not None:
+            levels[name] = {"mid_index": k, "sma_cm2": round(case.sma_cm2(k), 4)}
+    upper, lower = (0.5 * (case.spine.by_name[a].z_mid + case.spine.by_name[b].z_mid) for a, b in VOLUME_SPAN)
+    half = case.spacing_mm[2] / 2
+    volume = None
+    if z[0] - half <= lower and upper <= z[-1] + half:  # z runs upwards: T12/L1 is the upper end
+        inside = (z >= lower) & (z <= upper)
+        volume = round(float(muscle[:, :, inside].sum() * np.prod(case.spacing_mm) / 1000.0), 2)
+    return {"levels": levels, "muscle_volume_l1_l5_cm3": volume}
+
+
 def truth_record(case: PhantomCase, orientation: str) -> Dict[str, Any]:
     mid = case.l3_mid_index
     muscle = case.muscle
@@ -95,6 +115,7 @@ def truth_record(case: PhantomCase, orientation: str) -> Dict[str, Any]:
         | {f"vertebra_{lv}": vertebra_label(lv) for lv in LEVEL_NAMES},
         "muscle_labels": [a.name.lower() for a in TRUNK_MUSCLES],
         "draws": describe(case.patient, case.acquisition),
+        **level_truth(case),
     }
     return record
 

@@ -1,0 +1,122 @@
+"""Per-level measurements (T12..L5) and the L1-L5 muscle volume against the phantom's truth.
+
+    python benchmarks/eval_levels.py --seed 3100 --count 16 --matrix 256 --json docs/levels_benchmark.json
+
+Each case is written as the generator stores it (NIfTI, with its sidecar's per-level truth) and
+measured by `sarcopenia_app.cohort.run_case` with ``levels="all"``, the CLI's ``--levels all``.
+Per level: whether "in view" agrees with the truth (the level's middle scanned), the chosen
+slice's distance from the true mid slice (mm), and the SMA error against the true muscle area on
+the true mid slice; for the volume, the relative error where both report one. Writes the raw
+rows and the summary as JSON and prints the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sarcopenia_app.analysis import MeasureOptions, Models, model_description  # noqa: E402
+from sarcopenia_app.cohort import CaseInput, run_case  # noqa: E402
+from sarcopenia_app.level_measurements import MEASURED_LEVELS  # noqa: E402
+from sarcopenia_app.phantom import generate_case, write_case  # noqa: E402
+from sarcopenia_app.segment import load_model  # noqa: E402
+from sarcopenia_app.level import load_locator  # noqa: E402
+
+
+def score(truth: dict, record: dict) -> dict:
+    spacing_z = truth["spacing_mm"][2]
+    row = {"case": truth["id"], "coverage": truth["coverage"], "slices": truth["shape"][2], "spacing_z_mm": spacing_z}
+    for name in MEASURED_LEVELS:
+        expected = truth["levels"].get(name)
+        found = (record.get("levels") or {}).get(name) or {"in_view": False}
+        entry = {"truth_in_view": expected is not None, "found_in_view": bool(found.get("in_view"))}
+        if expected and found.get("in_view"):
+            entry["slice_error_mm"] = round((found["slice_index"] - expected["mid_index"]) * spacing_z, 1)
+            entry["sma_error_pct"] = round(100 * (found["sma_cm2"] - expected["sma_cm2"]) / expected["sma_cm2"], 1)
+        row[name] = entry
+    volume, expected_volume = record.get("muscle_volume_l1_l5_cm3"), truth["muscle_volume_l1_l5_cm3"]
+    row["volume"] = {"truth": expected_volume, "found": volume,
+                     "error_pct": None if volume is None or expected_volume is None
+                     else round(100 * (volume - expected_volume) / expected_volume, 1)}
+    return row
+
+
+def summarise(rows: list) -> dict:
+    summary = {}
+    for name in MEASURED_LEVELS:
+        entries = [r[name] for r in rows]
+        both = [e for e in entries if "slice_error_mm" in e]
+        summary[name] = {
+            "truth_in_view": sum(e["truth_in_view"] for e in entries),
+            "agree_in_view": sum(e["truth_in_view"] == e["found_in_view"] for e in entries),
+            "found_not_in_truth": sum(e["found_in_view"] and not e["truth_in_view"] for e in entries),
+            "missed": sum(e["truth_in_view"] and not e["found_in_view"] for e in entries),
+            "slice_abs_error_mm_median": _median([abs(e["slice_error_mm"]) for e in both]),
+            "slice_abs_error_mm_max": max([abs(e["slice_error_mm"]) for e in both], default=None),
+            "sma_abs_error_pct_median": _median([abs(e["sma_error_pct"]) for e in both]),
+            "sma_error_pct_mean": _mean([e["sma_error_pct"] for e in both]),
+        }
+    volumes = [r["volume"] for r in rows]
+    errors = [v["error_pct"] for v in volumes if v["error_pct"] is not None]
+    summary["volume_l1_l5"] = {
+        "truth_covered": sum(v["truth"] is not None for v in volumes),
+        "both_reported": len(errors),
+        "reported_not_in_truth": sum(v["found"] is not None and v["truth"] is None for v in volumes),
+        "abs_error_pct_median": _median([abs(e) for e in errors]), "error_pct_mean": _mean(errors)}
+    return summary
+
+
+def _median(values: list):
+    return round(float(np.median(values)), 1) if values else None
+
+
+def _mean(values: list):
+    return round(float(np.mean(values)), 1) if values else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seed", type=int, default=3100)
+    parser.add_argument("--count", type=int, default=16)
+    parser.add_argument("--matrix", type=int, default=256)
+    parser.add_argument("--json", type=Path, help="write rows and summary here")
+    parser.add_argument("--muscle-model", default=str(REPO / "model" / "muscle_seg.pt"))
+    parser.add_argument("--locator-model", default=str(REPO / "model" / "l3_locator.pt"))
+    args = parser.parse_args()
+    models = Models(load_model(args.muscle_model), load_locator(args.locator_model),
+                    {"muscle": model_description(args.muscle_model), "l3_locator": model_description(args.locator_model)})
+    rows, seconds = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(args.count):
+            truth = write_case(generate_case(args.seed, index, matrix=args.matrix), Path(tmp), "nifti", "none", False)
+            path = Path(tmp) / truth["files"]["image"]
+            start = time.perf_counter()
+            record = run_case(CaseInput(truth["id"], path), models, MeasureOptions(levels="all"), Path(tmp) / "out", "cpu")
+            seconds.append(time.perf_counter() - start)
+            rows.append(score(truth, record))
+            print(json.dumps(rows[-1]), flush=True)
+            path.unlink()
+    summary = summarise(rows)
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        args.json.write_text(json.dumps({
+            "command": " ".join(sys.argv), "commit": commit, "machine": platform.platform(),
+            "seconds_per_case_median": round(float(np.median(seconds)), 1), "summary": summary, "rows": rows},
+            indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Muscle at every vertebral level in view (T12 to L5) and the muscle volume over L1-L5.
+
+The level locator gives, per projection row, a continuous level coordinate with the integer at
+each vertebral body's middle (level/locator.py). A level is in view when its coordinate crosses
+that integer inside the scan, the rule L3 follows too; it is measured on the slice nearest the
+crossing. A level's *segment* runs from half a level below to half a level above (its body and
+half of each neighbouring disc): segments tile the spine, so the L1-L5 volume is the muscle from
+the T12/L1 boundary to the L5/S1 boundary, reported only when both lie inside the scan.
+Only L3 has clinical cut-offs; the other levels are numbers for research and for scans without L3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .level.locator import LEVEL_NAMES, crossings
+from .measurements import measure_slice
+
+MEASURED_LEVELS: Tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
+VOLUME_SPAN: Tuple[str, str] = ("L1", "L5")
+
+
+@dataclass(frozen=True)
+class LevelPosition:
+    """Where one level lies along the stored slice axis (fractional indices)."""
+
+    name: str
+    mid_slice: Optional[float]  # None: the level's middle was not scanned
+    lower: Optional[float]  # its segment's boundaries; None where that boundary was not scanned
+    upper: Optional[float]
+
+    @property
+    def in_view(self) -> bool:
+        return self.mid_slice is not None
+
+    @property
+    def complete(self) -> bool:
+        return self.lower is not None and self.upper is not None
+
+
+def _first_crossing_slice(row_levels: np.ndarray, row_slices: np.ndarray, level: float) -> Optional[float]:
+    rows = crossings(row_levels, level)
+    return float(np.interp(rows[0], np.arange(len(row_slices)), row_slices)) if rows else None
+
+
+def level_positions(row_levels: Sequence[float], row_slices: Sequence[float]) -> Dict[str, LevelPosition]:
+    """Every measured level's middle and segment, from the locator's per-row level coordinate and
+    the stored slice index of each row."""
+    levels, slices = np.asarray(row_levels, float), np.asarray(row_slices, float)
+    flipped = len(slices) > 1 and slices[-1] < slices[0]  # stored slices run from head to feet
+    found = {}
+    for name in MEASURED_LEVELS:
+        index = float(LEVEL_NAMES.index(name))
+        # the coordinate grows towards the feet: index + 0.5 is the segment's inferior boundary
+        inferior, superior = (_first_crossing_slice(levels, slices, index + side) for side in (0.5, -0.5))
+        lower, upper = (superior, inferior) if flipped else (inferior, superior)
+        found[name] = LevelPosition(name, _first_crossing_slice(levels, slices, index), lower, upper)
+    return found
+
+
+def slices_needed(positions: Dict[str, LevelPosition], n_slices: int) -> Optional[Tuple[int, int]]:
+    """[first, last) stored slices that hold every level in view and its segment (cut at the scan's
+    edges); None when no level is in view."""
+    ends: List[float] = []
+    for position in positions.values():
+        if position.in_view:
+            ends += [position.mid_slice, 0.0 if position.lower is None else position.lower,
+                     n_slices - 1.0 if position.upper is None else position.upper]
+    if not ends:
+        return None
+    return max(int(np.floor(min(ends))), 0), min(int(np.ceil(max(ends))) + 1, n_slices)
+
+
+def _segment_slices(lower: float, upper: float) -> range:
+    return range(int(np.ceil(lower)), int(np.floor(upper)) + 1)
+
+
+def muscle_volume_cm3(hu: np.ndarray, mask: np.ndarray, axis: int, spacing_mm: Sequence[float],
+                      slices: range, muscle_hu: Tuple[float, float]) -> float:
+    """Muscle (mask within the muscle HU range) in the given slices, as slice area x slice spacing."""
+    pixel_mm = [s for i, s in enumerate(spacing_mm) if i != axis]
+    area_cm2 = sum(measure_slice(np.take(hu, k, axis), np.take(mask, k, axis), pixel_mm, muscle_hu).sma_cm2
+                   for k in slices)
+    return float(area_cm2 * spacing_mm[axis] / 10.0)
+
+
+def measure_levels(hu: np.ndarray, mask: np.ndarray, axis: int, spacing_mm: Sequence[float],
+                   positions: Dict[str, LevelPosition], muscle_hu: Tuple[float, float]) -> Dict[str, Any]:
+    """`levels` (per level: in_view, slice_index, sma_cm2, muscle_mean_hu, imat_cm2, volume_cm3 of
+    its segment, or the reason it is missing) and `muscle_volume_l1_l5_cm3` for a record."""
+    pixel_mm = [s for i, s in enumerate(spacing_mm) if i != axis]
+    levels: Dict[str, Dict[str, Any]] = {}
+    for name, position in positions.items():
+        if not position.in_view:
+            levels[name] = {"in_view": False, "reason": f"the middle of {name} is not in the scan"}
+            continue
+        k = int(np.clip(np.rint(position.mid_slice), 0, hu.shape[axis] - 1))
+        measured = measure_slice(np.take(hu, k, axis), np.take(mask, k, axis), pixel_mm, muscle_hu)
+        volume = (round(muscle_volume_cm3(hu, mask, axis, spacing_mm, _segment_slices(position.lower, position.upper),
+                                          muscle_hu), 1) if position.complete else None)
+        levels[name] = {"in_view": True, "slice_index": k, **measured.as_dict(), "volume_cm3": volume}
+        if volume is None:
+            levels[name]["volume_reason"] = f"{name}'s segment is cut by the scan's edge"
+    first, last = (positions[name] for name in VOLUME_SPAN)
+    if first.complete and last.complete:
+        span = _segment_slices(min(first.lower, last.lower), max(first.upper, last.upper))
+        volume_l1_l5: Optional[float] = round(muscle_volume_cm3(hu, mask, axis, spacing_mm, span, muscle_hu), 1)
+    else:
+        volume_l1_l5 = None
+    return {"levels": levels, "muscle_volume_l1_l5_cm3": volume_l1_l5}

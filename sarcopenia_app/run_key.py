@@ -1,0 +1,37 @@
+"""What makes a case's result reusable: the input's content, the models' content and the options.
+
+A cohort rerun compares this key with the one stored in the case's measurements.json and skips
+the case only when they are equal, so a changed scan, a retrained model or a different cut-off
+set is measured again, while a rename of the output folder or a restart is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from .dicom_io import dicom_files
+
+CHUNK_BYTES = 1 << 20
+
+
+def input_sha256(path: Path) -> str:
+    """Content hash of a volume file, or of every file of a DICOM folder (with its relative name,
+    so that two slices swapping content count as a change)."""
+    digest = hashlib.sha256()
+    root = path if path.is_dir() else path.parent
+    for file in dicom_files(path):
+        digest.update(str(file.relative_to(root)).encode() + b"\0")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_key(input_digest: str, model_names: Mapping[str, str], settings: Mapping[str, Any]) -> str:
+    """One hex string for (input content, model files, every option that changes a result)."""
+    text = json.dumps({"input": input_digest, "models": dict(model_names), "settings": dict(settings)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

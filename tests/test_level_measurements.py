@@ -1,0 +1,101 @@
+"""Every level in view and the L1-L5 volume: positions from a level coordinate, the "not in
+view" rule, volumes on a volume with known muscle, and the pipeline on a generated case."""
+
+import numpy as np
+import pytest
+
+from sarcopenia_app.level.locator import LEVEL_NAMES
+from sarcopenia_app.level_measurements import level_positions, measure_levels, slices_needed
+
+ROWS = 200  # 2 mm rows: 400 mm of scan
+
+
+def coordinate(top_level: float, bottom_level: float) -> np.ndarray:
+    """A level coordinate falling linearly from the scan's bottom row to its top row."""
+    return np.linspace(bottom_level, top_level, ROWS)
+
+
+def index(name: str) -> float:
+    return float(LEVEL_NAMES.index(name))
+
+
+def test_each_level_lies_where_its_coordinate_crosses_its_index_and_a_segment_spans_half_a_level_each_way():
+    levels = coordinate(index("T10"), index("S1"))  # 8 levels over 199 rows: 24.875 rows per level
+    positions = level_positions(levels, np.arange(ROWS) * 0.5)  # 1 mm slices: 2 slices per row
+    rows_per_level = (ROWS - 1) / 8
+    for name in ("T12", "L1", "L2", "L3", "L4", "L5"):
+        mid_row = (index("S1") - index(name)) * rows_per_level
+        position = positions[name]
+        assert position.in_view and position.complete
+        assert position.mid_slice == pytest.approx(mid_row * 0.5, abs=1e-6)
+        assert (position.lower, position.upper) == pytest.approx(
+            ((mid_row - rows_per_level / 2) * 0.5, (mid_row + rows_per_level / 2) * 0.5), abs=1e-6)
+
+
+def test_a_level_whose_middle_is_not_scanned_is_not_in_view_and_a_cut_segment_has_no_volume():
+    levels = coordinate(index("L2") + 0.3, index("L4") + 0.2)  # from just below L4's middle to above L2's
+    positions = level_positions(levels, np.arange(ROWS, dtype=float))
+    assert [name for name, p in positions.items() if p.in_view] == ["L3", "L4"]
+    assert positions["L3"].complete and not positions["L4"].complete
+    assert positions["L4"].lower is None and positions["L4"].upper is not None
+
+
+def test_stored_head_first_slices_keep_lower_below_upper():
+    levels = coordinate(index("T10"), index("S1"))
+    positions = level_positions(levels, (ROWS - 1 - np.arange(ROWS)).astype(float))  # row 0 is the last slice
+    for position in positions.values():
+        assert position.lower < position.mid_slice < position.upper
+    assert positions["L1"].mid_slice < positions["L5"].mid_slice  # L1 is nearer the head: lower index
+
+
+def test_volumes_and_areas_on_a_volume_with_known_muscle():
+    n = 100
+    hu = np.full((20, 20, n), -1000.0)
+    mask = np.zeros((20, 20, n), np.uint8)
+    hu[:10, :10, :] = 50.0  # 100 muscle pixels of 2 x 2 mm = 4 cm2 per slice, in the muscle HU range
+    mask[:10, :10, :] = 1
+    hu[0, 0, :] = -100.0  # one fat pixel inside the mask: IMAT 0.04 cm2, not muscle
+    levels = coordinate(index("T10"), index("S1"))
+    positions = level_positions(levels, np.linspace(0, n - 1, ROWS))
+    found = measure_levels(hu, mask, 2, (2.0, 2.0, 3.0), positions, (-29.0, 150.0))
+    l3 = found["levels"]["L3"]
+    assert l3["sma_cm2"] == pytest.approx(3.96) and l3["imat_cm2"] == pytest.approx(0.04)
+    assert l3["muscle_mean_hu"] == pytest.approx(50.0)
+    span = range(int(np.ceil(positions["L5"].lower)), int(np.floor(positions["L1"].upper)) + 1)  # L5 lies below
+    assert found["muscle_volume_l1_l5_cm3"] == pytest.approx(round(3.96 * 0.3 * len(span), 1))
+    first, last = slices_needed(positions, n)
+    assert first <= int(positions["T12"].upper) and last >= int(positions["L5"].lower)
+
+
+def test_no_level_in_view_needs_no_slices():
+    positions = level_positions(coordinate(index("T1"), index("T5")), np.arange(ROWS, dtype=float))
+    assert not any(p.in_view for p in positions.values())
+    assert slices_needed(positions, 50) is None
+
+
+def test_every_level_of_a_generated_abdomen_matches_its_truth(tmp_path):
+    """Phantom seed 3100 case 0 (abdomen, 160 x 1 mm slices): the levels around L3 are found within
+    a centimetre and their SMA within 5 % of the truth; L3's entry is the L3 result. All levels
+    and the volume over 8 phantoms: benchmarks/eval_levels.py, docs/cohorts.md."""
+    from sarcopenia_app.analysis import MeasureOptions, Models, model_description
+    from sarcopenia_app.cohort import CaseInput, run_case
+    from sarcopenia_app.cli import MODEL_DIR
+    from sarcopenia_app.level import load_locator
+    from sarcopenia_app.phantom import generate_case, write_case
+    from sarcopenia_app.segment import load_model
+
+    truth = write_case(generate_case(3100, 0, matrix=128), tmp_path, "nifti", "none", False)
+    muscle, locator = MODEL_DIR / "muscle_seg.pt", MODEL_DIR / "l3_locator.pt"
+    models = Models(load_model(muscle), load_locator(locator),
+                    {"muscle": model_description(muscle), "l3_locator": model_description(locator)})
+    path = tmp_path / truth["files"]["image"]
+    record = run_case(CaseInput(truth["id"], path), models, MeasureOptions(levels="all"), tmp_path / "out", "cpu")
+    levels = record["levels"]
+    assert levels["L3"]["slice_index"] == record["l3_slice_index"] and levels["L3"]["sma_cm2"] == record["sma_cm2"]
+    assert "T12" not in truth["levels"] and not levels["T12"]["in_view"]
+    for name in ("L2", "L3", "L4"):
+        expected = truth["levels"][name]
+        assert levels[name]["in_view"]
+        assert abs(levels[name]["slice_index"] - expected["mid_index"]) * truth["spacing_mm"][2] <= 10.0
+        assert levels[name]["sma_cm2"] == pytest.approx(expected["sma_cm2"], rel=0.05)
+        assert levels[name]["volume_cm3"] > 0
