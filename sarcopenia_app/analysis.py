@@ -19,7 +19,8 @@ import torch
 from .ct_loader import HeaderInfo, LoadedCT
 from .cutoffs import DEFAULT_CUTOFFS, CutoffSet, cutoff_set
 from .level.locator import CONVENTIONS, MIN_CONFIDENCE, L3Location, LevelLocator, locate_l3
-from .measurements import MUSCLE_HU, SliceMeasurement, average, contrast_suspected, measure_slice, smi_cm2_m2
+from .measurements import (MUSCLE_HU, SliceMeasurement, average, contrast_suspected, measure_slice, refine_border,
+                           smi_cm2_m2)
 from .segment import MuscleModel, predict_mask
 
 THICK_SLICE_MM = 5.0
@@ -130,6 +131,9 @@ def analyse_ct(loaded: LoadedCT, models: Models, subject: Subject, options: Meas
     pixel_mm = [s for i, s in enumerate(spacing) if i != axis]
     hu = np.asarray(image[0])
     slab = [j for j in location.l3_slices if options.slab_mm and abs(j - k) * spacing[axis] <= options.slab_mm / 2]
+    for j in slab or [k]:  # the measured slices lose the fat-blurred pixels at their outline
+        index = tuple(j if i == axis else slice(None) for i in range(3))
+        mask[index] = refine_border(hu[index], mask[index])
     per_slice = [measure_slice(np.take(hu, j, axis), np.take(mask, j, axis), pixel_mm, options.muscle_hu)
                  for j in (slab or [k])]
     measured: SliceMeasurement = average(per_slice) if len(per_slice) > 1 else per_slice[0]
@@ -169,7 +173,8 @@ def _warnings(location: L3Location, single_slice: bool, subject: Subject, missin
               thickness_mm: float) -> List[str]:
     found = []
     if not single_slice and location.confidence < MIN_CONFIDENCE:
-        found.append(f"low_confidence: L3 choice confidence {location.confidence:.2f}; check the slice")
+        found.append(f"low_confidence: L3 choice confidence {location.confidence:.2f}; check the slice"
+                     + (f" ({location.reason})" if location.reason else ""))
     if subject.height_m is None:
         found.append("height_missing: no height given or in the DICOM header (PatientSize): SMI and sarcopenia not computed")
     if "sex" in missing:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -92,7 +92,8 @@ def _slice_positions(rng: np.random.Generator, top: float, bottom: float, spacin
 
 def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int = 160,
                   patient_overrides: Optional[Dict[str, Any]] = None,
-                  acquisition_overrides: Optional[Dict[str, Any]] = None, variation: str = "standard") -> PhantomCase:
+                  acquisition_overrides: Optional[Dict[str, Any]] = None,
+                  variation: Union[str, Variation] = "standard") -> PhantomCase:
     """Case `index` of the series drawn from `seed`; the same arguments give the same voxels.
     `variation` ("standard", "wide", "stress": variation.py) widens the draws; overrides still win."""
     rng = np.random.default_rng([seed, index])

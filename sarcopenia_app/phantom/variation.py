@@ -17,7 +17,7 @@ draws come from their own random stream, so the standard draws of a seed never c
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 from scipy import ndimage
@@ -59,7 +59,10 @@ def variation_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, 7919])
 
 
-def sample_variation(rng: np.random.Generator, mode: str) -> Variation:
+def sample_variation(rng: np.random.Generator, mode: Union[str, Variation]) -> Variation:
+    """The variation of one case; a Variation given as such is used as it is (tests, figures)."""
+    if isinstance(mode, Variation):
+        return mode
     if mode not in VARIATIONS:
         raise ValueError(f"variation must be one of {VARIATIONS}, not {mode!r}")
     if mode == "standard":
@@ -143,11 +146,6 @@ class VariationPainter:
         self.oedema_seed = int(rng.integers(0, 2 ** 31))
         self.streak_angles = rng.uniform(0, np.pi, STREAKS)
         self.streak_hu = rng.uniform(150.0, 450.0) * np.where(np.arange(STREAKS) % 2, 1.0, -1.0)
-
-    @property
-    def active(self) -> bool:
-        v = self.variation
-        return v.mode != "standard"
 
     # ---- structure ---------------------------------------------------------------------------
     def paint_before_warp(self, canvas: Canvas, sec) -> None:
