@@ -214,7 +214,7 @@ def test_moved_or_fused_structures_keep_image_and_truth_together(variation):
 
 
 def test_tilt_shifts_the_body_through_the_stack():
-    long = {**TINY, "max_slices": 40}
+    long = {**TINY, "max_slices": 24}
     flat = generate_case(8, 2, variation=Variation(mode="wide"), **long)
     tilted = generate_case(8, 2, variation=Variation(mode="wide", tilt_deg=15.0), **long)
 
