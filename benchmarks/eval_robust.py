@@ -10,7 +10,8 @@ LPS). Per case: the locator's answer on the whole scan (false "no L3", slice out
 error in mm, scans without L3 reported); per model, on the truth's mid-L3 slice: Dice, the SMA
 (mask restricted to -29..150 HU) against the truth area, the mean HU of the mask before and after
 the HU restriction and after the border refinement (`measurements.refine_border`); end to end,
-the SMA on the slice the locator chose against the truth area at mid-L3. `+flip` rows are the same
+the SMA (border-refined) on the slice the locator chose against the truth area at mid-L3; and the
+SMA against the truth mask under the same HU protocol (`sma_protocol_error_pct`). `+flip` rows are the same
 model with test-time left-right flipping. Writes one JSON line per case as it goes and the summary.
 """
 
@@ -125,7 +126,10 @@ def summarise(rows, names) -> dict:
         entry = {"dice_mid_median": round(float(np.median(d)), 4), "dice_mid_p5": round(percentile(d, 5), 4),
                  "dice_mid_min": round(float(np.min(d)), 4),
                  "dice_slab_median": round(float(np.median([x["dice_slab"] for x in m])), 4)}
-        for key in ("sma_error_pct", "sma_refined_error_pct", "e2e_sma_error_pct"):
+        for r, x in zip(with_l3, m):  # against the truth mask under the same -29..150 HU protocol
+            bias = 1 + r["truth_protocol_bias_pct"] / 100
+            x["sma_protocol_error_pct"] = round(((1 + x["sma_error_pct"] / 100) / bias - 1) * 100, 2)
+        for key in ("sma_error_pct", "sma_refined_error_pct", "e2e_sma_error_pct", "sma_protocol_error_pct"):
             e = np.abs([x[key] for x in m])
             entry[key] = {"median": round(float(np.median(e)), 2), "p95": round(percentile(e, 95), 2),
                           "worst": round(float(e.max()), 2), "mean_signed": round(float(np.mean([x[key] for x in m])), 2)}

@@ -60,6 +60,7 @@ class MeasureOptions:
     convention: str = "mid"  # or "inferior_endplate"
     slab_mm: Optional[float] = None  # average over slices within +-slab/2 of the chosen one
     region: str = "l3"  # mask computed on the L3 vertebra's slices, or on the whole volume
+    refine_border: bool = False  # drop fat-blurred outline pixels (measurements.refine_border) before measuring
 
     def validated(self) -> CutoffSet:
         """The cut-off set, after checking every option."""
@@ -131,7 +132,7 @@ def analyse_ct(loaded: LoadedCT, models: Models, subject: Subject, options: Meas
     pixel_mm = [s for i, s in enumerate(spacing) if i != axis]
     hu = np.asarray(image[0])
     slab = [j for j in location.l3_slices if options.slab_mm and abs(j - k) * spacing[axis] <= options.slab_mm / 2]
-    for j in slab or [k]:  # the measured slices lose the fat-blurred pixels at their outline
+    for j in (slab or [k]) if options.refine_border else ():  # opt-in: docs/measurements.md says why
         index = tuple(j if i == axis else slice(None) for i in range(3))
         mask[index] = refine_border(hu[index], mask[index])
     per_slice = [measure_slice(np.take(hu, j, axis), np.take(mask, j, axis), pixel_mm, options.muscle_hu)
