@@ -117,6 +117,8 @@ def summarise(rows, names) -> dict:
            "l3_error_mm_median": round(float(np.median(errors)), 2) if errors else None,
            "l3_error_mm_max": round(float(np.max(errors)), 2) if errors else None,
            "truth_protocol_bias_pct_median": round(float(np.median([r["truth_protocol_bias_pct"] for r in with_l3])), 2)
+           if with_l3 else None,
+           "truth_sma_mean_hu_median": round(float(np.median([r["truth_sma_mean_hu"] for r in with_l3])), 1)
            if with_l3 else None, "models": {}}
     for name in names:
         m = [r["models"][name] for r in with_l3]
@@ -158,7 +160,8 @@ def main() -> None:
         runs = [json.loads(Path(p).read_text()) for p in args.merge]
         rows = [r for run in runs for r in run["rows"]]
         names = sorted({n for r in rows for n in r.get("models", {})})
-        report(rows, names, sorted({r["split"] for r in rows}), " + ".join(run["command"] for run in runs), args.out)
+        splits = list(dict.fromkeys(r["split"] for r in rows))
+        print(markdown(report(rows, names, splits, " + ".join(run["command"] for run in runs), args.out)))
         return
     torch.set_num_threads(args.threads)
     models = {}
@@ -177,6 +180,28 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
             summary = report(rows, models, args.splits, " ".join(sys.argv), args.out)
     print(json.dumps(summary, indent=1))
+
+
+def markdown(summary: dict) -> str:
+    """The tables of docs/segmentation.md, from the summary."""
+    lines = ["| split | draws | with L3 | false \"no L3\" | outside L3 | L3 error median / max mm "
+             "| without L3 reported |", "|---|---|---|---|---|---|---|"]
+    for split, s in summary.items():
+        lines.append(f"| {split} | {s['draws']} | {s['with_l3']} | {s['false_no_l3']} | {s['outside_l3']} "
+                     f"| {s['l3_error_mm_median']} / {s['l3_error_mm_max']} | {s['without_l3_reported']}/{s['without_l3']} |")
+    lines += ["", "| split | model | Dice mid-L3 median / 5th pct / min | SMA vs truth area: median / 95th pct / worst "
+                  "(mean signed) | SMA vs truth mask at -29..150 HU: median / 95th pct / worst | border-refined SMA vs "
+                  "truth area: median / 95th pct | mean HU: mask / -29..150 HU / refined / truth | slab s median |",
+              "|---|---|---|---|---|---|---|---|"]
+    for split, s in summary.items():
+        for name, m in s["models"].items():
+            e, p, r = m["sma_error_pct"], m["sma_protocol_error_pct"], m["sma_refined_error_pct"]
+            lines.append(f"| {split} | {name} | {m['dice_mid_median']:.3f} / {m['dice_mid_p5']:.3f} / {m['dice_mid_min']:.3f} "
+                         f"| {e['median']:.1f} / {e['p95']:.1f} / {e['worst']:.1f} % ({e['mean_signed']:+.1f} %) "
+                         f"| {p['median']:.1f} / {p['p95']:.1f} / {p['worst']:.1f} % | {r['median']:.1f} / {r['p95']:.1f} % "
+                         f"| {m['mask_mean_hu_median']} / {m['sma_mean_hu_median']} / {m['refined_mean_hu_median']} / "
+                         f"{s.get('truth_sma_mean_hu_median')} | {m['slab_seconds_median']} |")
+    return "\n".join(lines)
 
 
 def report(rows, names, splits, command: str, out) -> dict:
