@@ -2,6 +2,7 @@
 with the skeletal-muscle truth outlined on the L3 slice.
 
     python benchmarks/phantom_gallery.py --seeds 2026:0 2026:1 2026:4 2026:5 --out docs/phantom_gallery.png
+    python benchmarks/phantom_gallery.py --variation stress --seeds 31:1 31:5 31:6 --out docs/phantom_stress.png
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", nargs="+", default=["2026:0", "2026:1", "2026:4", "2026:5"], help="SEED:INDEX")
     parser.add_argument("--out", default="docs/phantom_gallery.png")
+    parser.add_argument("--variation", default="standard", help="standard, wide or stress (docs/phantom.md)")
     args = parser.parse_args()
     fig, axes = plt.subplots(len(args.seeds), 4, figsize=(16, 4.2 * len(args.seeds)))
     for row, spec in zip(np.atleast_2d(axes), args.seeds):
         seed, index = (int(v) for v in spec.split(":"))
-        case = generate_case(seed, index, acquisition_overrides={"coverage": "abdomen_pelvis"})
+        case = generate_case(seed, index, acquisition_overrides={"coverage": "abdomen_pelvis"},
+                             variation=args.variation)
         p, a = case.patient, case.acquisition
         for ax, level in zip(row[:3], ("T12", "L3", "L5")):
             ks = case.level_slices(level)

@@ -20,7 +20,8 @@ from .ct_loader import HeaderInfo, LoadedCT
 from .cutoffs import DEFAULT_CUTOFFS, CutoffSet, cutoff_set
 from .level.locator import CONVENTIONS, MIN_CONFIDENCE, L3Location, LevelLocator, locate_l3
 from .level_measurements import LevelPosition, level_positions, measure_levels, slices_needed
-from .measurements import MUSCLE_HU, SliceMeasurement, average, contrast_suspected, measure_slice, smi_cm2_m2
+from .measurements import (MUSCLE_HU, SliceMeasurement, average, contrast_suspected, measure_slice, refine_border,
+                           smi_cm2_m2)
 from .segment import MuscleModel, predict_mask
 
 THICK_SLICE_MM = 5.0
@@ -62,6 +63,7 @@ class MeasureOptions:
     slab_mm: Optional[float] = None  # average over slices within +-slab/2 of the chosen one
     region: str = "l3"  # mask computed on the L3 vertebra's slices, or on the whole volume
     levels: str = "l3"  # "all": also T12, L1, L2, L4, L5 and the L1-L5 muscle volume (level_measurements)
+    refine_border: bool = False  # drop fat-blurred outline pixels (measurements.refine_border) before measuring
 
     def validated(self) -> CutoffSet:
         """The cut-off set, after checking every option."""
@@ -140,6 +142,9 @@ def analyse_ct(loaded: LoadedCT, models: Models, subject: Subject, options: Meas
     pixel_mm = [s for i, s in enumerate(spacing) if i != axis]
     hu = np.asarray(image[0])
     slab = [j for j in location.l3_slices if options.slab_mm and abs(j - k) * spacing[axis] <= options.slab_mm / 2]
+    for j in (slab or [k]) if options.refine_border else ():  # opt-in: docs/measurements.md says why
+        index = tuple(j if i == axis else slice(None) for i in range(3))
+        mask[index] = refine_border(hu[index], mask[index])
     measured = measure_slices(hu, mask, axis, pixel_mm, slab or [k], options.muscle_hu)
     rating, missing = rate(measured, subject, rules)
     contrast = bool(loaded.header.contrast_agent) or contrast_suspected(np.take(hu, k, axis), pixel_mm)
@@ -214,7 +219,8 @@ def _warnings(location: L3Location, single_slice: bool, subject: Subject, missin
               thickness_mm: float) -> List[str]:
     found = []
     if not single_slice and location.confidence < MIN_CONFIDENCE:
-        found.append(f"low_confidence: L3 choice confidence {location.confidence:.2f}; check the slice")
+        found.append(f"low_confidence: L3 choice confidence {location.confidence:.2f}; check the slice"
+                     + (f" ({location.reason})" if location.reason else ""))
     if subject.height_m is None:
         found.append("height_missing: no height given or in the DICOM header (PatientSize): SMI and sarcopenia not computed")
     if "sex" in missing:

@@ -18,7 +18,7 @@ def _phantom(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     records = write_dataset(Path(args.out), args.count, args.seed, fmt=args.format,
                             label_slices=args.label_slices, labelled=args.labelled,
-                            matrix=args.matrix, max_slices=args.max_slices)
+                            matrix=args.matrix, max_slices=args.max_slices, variation=args.variation)
     for r in records:
         print(json.dumps({k: r[k] for k in ("id", "has_l3", "l3_mid_index", "sma_cm2", "shape", "orientation")}))
     print(f"wrote {len(records)} case(s) to {args.out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
@@ -124,6 +124,8 @@ def _access_token(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sarcopenia", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    from .phantom.variation import VARIATIONS
+
     ph = sub.add_parser("phantom", help="generate synthetic abdominal CT cases with exact ground truth")
     ph.add_argument("--out", required=True, help="output folder (MONAI Label datastore layout)")
     ph.add_argument("--count", type=int, default=1)
@@ -135,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write datastore labels for the first K cases that can have one (default: all)")
     ph.add_argument("--matrix", type=int, default=512, help="in-plane matrix size (default 512)")
     ph.add_argument("--max-slices", type=int, default=160)
+    ph.add_argument("--variation", choices=VARIATIONS, default="standard",
+                    help="standard draws; wide: deformations, kernels, ascites, oedema, metal, odd arms, cut field "
+                         "of view, 0.5-5 mm slices, tilt (docs/phantom.md); stress: the extremes of all of them")
     ph.set_defaults(func=_phantom)
     _add_pretrain_parser(sub)
     _add_measure_parser(sub)

@@ -41,12 +41,13 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu")
 
 def predict_probability(model: MuscleModel, image_hu: MetaTensor, device: Union[str, torch.device] = "cpu",
                         z_range: Optional[Tuple[int, int]] = None, sw_batch_size: int = 8,
-                        chunk_slices: int = CHUNK_SLICES) -> MetaTensor:
+                        chunk_slices: int = CHUNK_SLICES, flip: bool = False) -> MetaTensor:
     """Muscle probability (1, X, Y, Z) on the input grid for a (1, X, Y, Z) HU image with its affine.
 
     `z_range` ([first, last) along the stored third axis) limits the work to a slab, e.g. around L3;
     slices outside it get probability 0. The slab is processed `chunk_slices` at a time (with the
     neighbour slices the network reads as context), so memory does not grow with the scan length.
+    `flip`: test-time augmentation, the mean of the slice and its left-right mirror (twice the work).
     """
     first, last = z_range if z_range is not None else (0, image_hu.shape[-1])
     context = model.config.neighbour_slices
@@ -54,13 +55,13 @@ def predict_probability(model: MuscleModel, image_hu: MetaTensor, device: Union[
     for start in range(first, last, chunk_slices):
         stop = min(start + chunk_slices, last)
         lo, hi = max(start - context, 0), min(stop + context, image_hu.shape[-1])
-        slab = _slab_probability(model, image_hu, (lo, hi), device, sw_batch_size)
+        slab = _slab_probability(model, image_hu, (lo, hi), device, sw_batch_size, flip)
         full[..., start:stop] = slab[..., start - lo:stop - lo]
     return MetaTensor(full, affine=image_hu.affine)
 
 
 def _slab_probability(model: MuscleModel, image_hu: MetaTensor, z_range: Tuple[int, int],
-                      device: Union[str, torch.device], sw_batch_size: int) -> torch.Tensor:
+                      device: Union[str, torch.device], sw_batch_size: int, flip: bool = False) -> torch.Tensor:
     """Probability (1, X, Y, z_range length) of the slices [first, last) on their input grid."""
     source = SpatialCrop(roi_start=(0, 0, z_range[0]), roi_end=(*image_hu.shape[1:3], z_range[1]))(image_hu)
     data = {"image": MetaTensor(source.float(), affine=source.affine)}
@@ -74,14 +75,26 @@ def _slab_probability(model: MuscleModel, image_hu: MetaTensor, z_range: Tuple[i
                            progress=False)
     model.network.eval()
     with torch.inference_mode():
-        logits = inferer(model_input.as_tensor()[None].to(device), model.network)
-        probability = torch.softmax(logits, dim=1)[0, 1:].cpu()
+        probability = inferer(model_input.as_tensor()[None].to(device), _probability_network(model.network, flip))
+        probability = probability[0, 1:].cpu()
     probability = MetaTensor(probability, affine=model_input.affine)
     return ResampleToMatch(mode="bilinear", padding_mode="zeros")(probability, img_dst=source).as_tensor()
 
 
+def _probability_network(network: torch.nn.Module, flip: bool):
+    """Softmax of the network, or the mean of it on the slice and on its left-right mirror
+    (the first in-plane axis of the RAS model grid)."""
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        probability = torch.softmax(network(batch), dim=1)
+        if flip:
+            probability = (probability + torch.softmax(network(batch.flip(-2)), dim=1).flip(-2)) / 2
+        return probability
+    return run
+
+
 def predict_mask(model: MuscleModel, image_hu: MetaTensor, device: Union[str, torch.device] = "cpu",
-                 z_range: Optional[Tuple[int, int]] = None, chunk_slices: int = CHUNK_SLICES) -> np.ndarray:
+                 z_range: Optional[Tuple[int, int]] = None, chunk_slices: int = CHUNK_SLICES,
+                 flip: bool = False) -> np.ndarray:
     """Binary muscle mask (X, Y, Z) uint8 on the input grid."""
-    probability = predict_probability(model, image_hu, device, z_range, chunk_slices=chunk_slices)
+    probability = predict_probability(model, image_hu, device, z_range, chunk_slices=chunk_slices, flip=flip)
     return (probability[0].numpy() > 0.5).astype(np.uint8)

@@ -94,3 +94,51 @@ def test_chest_only_scan_is_reported_without_l3(locator):
     found = locate_l3(locator, _stored_image(case))
     assert not found.has_l3 and found.slice_index is None
     assert "not in the field of view" in found.reason
+
+
+# ---- the decision from the two heads' rows (predict_rows replaced by given rows) -------------------
+ROWS = 60  # _volume_with_marker: 60 slices of 2.5 mm -> 74 rows of 2 mm; the test uses the first 60
+
+
+def _decide(monkeypatch, levels, probability):
+    import sarcopenia_app.level.locator as locator_module
+
+    image = _volume_with_marker(False, False)
+    rows = project(image).rows
+    pad = lambda v, fill: np.concatenate([np.asarray(v, float), np.full(rows - len(v), fill)])  # noqa: E731
+    monkeypatch.setattr(locator_module, "predict_rows",
+                        lambda *_: (pad(levels, levels[-1]), pad(probability, probability[-1])))
+    return locate_l3(None, image), rows
+
+
+def test_agreeing_heads_give_a_confident_slice_without_doubt(monkeypatch):
+    levels = np.linspace(17.0, 11.0, ROWS)  # crosses 14 at row 29.5
+    probability = np.where(np.abs(levels - 14.0) < 0.45, 0.95, 0.03)
+    found, _ = _decide(monkeypatch, levels, probability)
+    assert found.has_l3 and found.confidence > 0.25 and found.reason == ""
+    assert found.slice_index == round(29.5 * ROW_MM / 2.5)
+
+
+def test_body_found_but_level_count_drifting_is_answered_with_the_doubt(monkeypatch):
+    """A short scan without ribs or pelvis: the level head reads 13.2 everywhere, the body head
+    still peaks at the vertebra. The old answer was "no L3"."""
+    levels = np.full(ROWS, 13.2)
+    probability = np.clip(0.55 - np.abs(np.arange(ROWS) - 40) * 0.04, 0.03, None)
+    found, _ = _decide(monkeypatch, levels, probability)
+    assert found.has_l3 and found.confidence <= 0.2
+    assert found.reason.startswith("L3 uncertain") and "level count" in found.reason
+    assert found.slice_index == round(40 * ROW_MM / 2.5)
+
+
+def test_no_body_rows_but_a_level_crossing_inside_is_answered_with_the_doubt(monkeypatch):
+    levels = np.linspace(16.0, 12.0, ROWS)  # crosses 14 at row 29.5
+    found, _ = _decide(monkeypatch, levels, np.full(ROWS, 0.05))
+    assert found.has_l3 and found.confidence <= 0.2 and "no vertebral body was recognised" in found.reason
+    assert found.slice_index == round(29.5 * ROW_MM / 2.5)
+
+
+@pytest.mark.parametrize("levels", [np.linspace(9.0, 12.5, ROWS)[::-1],  # chest: never reads 14
+                                    np.linspace(14.05, 11.0, ROWS)])  # reads 14 only at its edge row
+def test_scan_without_l3_evidence_is_reported_without_l3(monkeypatch, levels):
+    found, _ = _decide(monkeypatch, levels, np.full(ROWS, 0.05))
+    assert not found.has_l3 and found.slice_index is None and "not in the field of view" in found.reason

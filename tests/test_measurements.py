@@ -6,7 +6,7 @@ import pytest
 from sarcopenia_app.analysis import Subject, subject_for
 from sarcopenia_app.ct_loader import HeaderInfo
 from sarcopenia_app.cutoffs import CUTOFF_SETS, cutoff_set
-from sarcopenia_app.measurements import average, contrast_suspected, measure_slice, smi_cm2_m2
+from sarcopenia_app.measurements import average, contrast_suspected, measure_slice, refine_border, smi_cm2_m2
 
 
 def test_area_uses_the_real_pixel_size_with_anisotropic_pixels():
@@ -89,3 +89,34 @@ def test_contrast_is_suspected_from_enhanced_vessel_not_from_bone_marrow():
     assert not contrast_suspected(hu, (1.0, 1.0))
     hu[(yy - 50) ** 2 + (xx - 70) ** 2 < 9 ** 2] = 250.0  # enhanced aorta, 2.5 cm² at 1 mm pixels
     assert contrast_suspected(hu, (1.0, 1.0))
+
+
+def _muscle_in_fat(noise_hu: float, seed: int = 0):
+    """A 30-pixel-radius muscle disc (45 HU) in fat (-100 HU) with a one-pixel partial-volume ring
+    (-15 HU: 40 % fat, inside the muscle HU range) and a fat hole inside (IMAT), plus noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:100, :100]
+    r = np.hypot(yy - 50, xx - 50)
+    hu = np.where(r < 30, 45.0, -100.0)
+    hu[(r >= 30) & (r < 31.5)] = -15.0
+    hu[(np.abs(yy - 50) < 3) & (np.abs(xx - 50) < 3)] = -100.0
+    hu += rng.normal(0, noise_hu, hu.shape)
+    return hu, r
+
+
+def test_border_refinement_drops_the_fat_blurred_ring_but_not_imat():
+    hu, r = _muscle_in_fat(noise_hu=8.0)
+    overreaching = (r < 31.5).astype(np.uint8)  # a mask one pixel too wide, as networks draw them
+    refined = refine_border(hu, overreaching)
+    ring = (r >= 30) & (r < 31.5)
+    assert refined[ring].mean() < 0.2  # most of the ring is gone
+    assert refined[r < 28].all()  # the interior, fat hole included, is untouched
+    before = measure_slice(hu, overreaching, (1.0, 1.0)).muscle_mean_hu
+    after = measure_slice(hu, refined, (1.0, 1.0)).muscle_mean_hu
+    assert after > before + 3 and 30 < after < 60
+
+
+def test_border_refinement_leaves_a_right_mask_on_noisy_ct_alone():
+    hu, r = _muscle_in_fat(noise_hu=30.0, seed=1)
+    exact = (r < 30).astype(np.uint8)
+    assert refine_border(hu, exact).sum() >= 0.98 * exact.sum()

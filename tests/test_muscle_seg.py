@@ -209,6 +209,22 @@ def test_probability_map_is_on_the_input_grid_for_any_orientation():
     assert slab[..., 0].sum() == 0 and slab[..., 4].sum() == 0 and slab[..., 1:3].sum() > 0
 
 
+def test_flip_averaging_makes_the_prediction_mirror_with_the_scan():
+    """Test-time flips average the slice and its mirror, so a mirrored scan (left and right swapped)
+    gets exactly the mirrored probability, whatever the network learnt."""
+    from sarcopenia_app.segment import MuscleModel, predict_probability
+
+    torch.manual_seed(0)
+    model = MuscleModel(build_network(TINY), TINY, PIXDIM_MM)
+    volume = torch.randn(1, 32, 32, 3) * 200
+    affine = torch.diag(torch.tensor([PIXDIM_MM, PIXDIM_MM, 2.5, 1.0]))
+    plain = predict_probability(model, MetaTensor(volume, affine=affine), flip=True)
+    mirrored = predict_probability(model, MetaTensor(volume.flip(1), affine=affine), flip=True)
+    assert torch.allclose(mirrored.as_tensor().flip(1), plain.as_tensor(), atol=1e-5)
+    assert not torch.allclose(predict_probability(model, MetaTensor(volume, affine=affine)).as_tensor(),
+                              plain.as_tensor(), atol=1e-5)
+
+
 def test_chunked_inference_matches_one_pass_with_the_shipped_model(datastore_dir):
     """Long scans go through in chunks of slices (bounded memory); the chunk edges must not show."""
     from sarcopenia_app.segment import load_model, predict_mask

@@ -172,3 +172,93 @@ def test_cli_contract(tmp_path):
             assert key in record
         assert (out / "truth" / f"{case_id}_muscle.nii.gz").exists()
         assert (out / "truth" / f"{case_id}_anatomy.nii.gz").exists()
+
+
+# ---- wide and stress variation (sarcopenia_app/phantom/variation.py) ------------------------------
+from sarcopenia_app.phantom.labels import TRUNK_MUSCLES  # noqa: E402
+from sarcopenia_app.phantom.variation import Variation  # noqa: E402
+
+TINY = dict(matrix=112, max_slices=14, acquisition_overrides={"coverage": "abdomen"})
+
+
+def _mean_hu(case, anatomy_codes):
+    pick = np.isin(case.anatomy, [int(a) for a in anatomy_codes])
+    return float(case.hu[pick].mean()), int(pick.sum())
+
+
+def test_variation_stream_leaves_the_standard_draws_alone():
+    standard = generate_case(21, 1, **TINY)
+    wide = generate_case(21, 1, variation="wide", **TINY)
+    assert [lv.z_mid for lv in wide.spine.levels] == [lv.z_mid for lv in standard.spine.levels]
+    assert wide.patient.sex == standard.patient.sex and wide.patient.height_m == standard.patient.height_m
+    assert wide.variation.mode == "wide" and standard.variation == Variation()
+
+
+@pytest.mark.parametrize("variation", [
+    Variation(mode="wide", deform_mm=8.0, deform_wavelength_mm=120.0),
+    Variation(mode="wide", tilt_deg=12.0),
+    Variation(mode="wide", fascia_gap_mm=0.0),
+    Variation(mode="wide", arm_pose="on_belly"),
+])
+def test_moved_or_fused_structures_keep_image_and_truth_together(variation):
+    """Muscle truth must read muscle HU and fat truth fat HU: a warp applied to one map only
+    would put fat under the muscle label."""
+    case = generate_case(8, 2, variation=variation, **TINY)
+    muscle_hu, n_muscle = _mean_hu(case, TRUNK_MUSCLES)
+    fat_hu, _ = _mean_hu(case, (Anatomy.SUBCUTANEOUS_FAT,))
+    assert n_muscle > 500
+    assert abs(muscle_hu - case.patient.muscle_hu) < 25, muscle_hu
+    assert fat_hu < -60
+    k = case.l3_mid_index
+    assert k is not None and case.sma_cm2(k) > 20
+
+
+def test_tilt_shifts_the_body_through_the_stack():
+    long = {**TINY, "max_slices": 24}
+    flat = generate_case(8, 2, variation=Variation(mode="wide"), **long)
+    tilted = generate_case(8, 2, variation=Variation(mode="wide", tilt_deg=15.0), **long)
+
+    def drift_mm(case):
+        body = case.anatomy > 0
+        centre = [np.nonzero(body[:, :, k].any(axis=0))[0].mean() for k in (0, body.shape[2] - 1)]
+        return (centre[1] - centre[0]) * case.spacing_mm[1]
+
+    expected = np.tan(np.deg2rad(15.0)) * (tilted.z_anatomical_mm[-1] - tilted.z_anatomical_mm[0])
+    assert drift_mm(tilted) - drift_mm(flat) == pytest.approx(expected, rel=0.25)
+
+
+def test_metal_ascites_and_oedema_change_the_look_not_the_muscle_truth():
+    plain = Variation(mode="wide")
+    varied = Variation(mode="wide", metal="spine", metal_level="L3", ascites_mm=15.0, oedema=0.8, oedema_hu=0.0)
+    a, b = generate_case(8, 2, variation=plain, **TINY), generate_case(8, 2, variation=varied, **TINY)
+    implant_hu, n_implant = _mean_hu(b, (Anatomy.IMPLANT,))
+    assert n_implant > 0 and implant_hu > 1500
+    assert not (b.muscle.astype(bool) & (b.anatomy == Anatomy.IMPLANT)).any()
+    fluid_hu, n_fluid = _mean_hu(b, (Anatomy.ASCITES,))
+    assert n_fluid > 100 and -20 < fluid_hu < 50
+    assert _mean_hu(b, (Anatomy.SUBCUTANEOUS_FAT,))[0] > _mean_hu(a, (Anatomy.SUBCUTANEOUS_FAT,))[0] + 5
+    k = b.l3_mid_index
+    assert b.hu[:, :, k].std() > a.hu[:, :, k].std()  # streaks
+
+
+def test_cut_field_of_view_truth_is_what_is_in_view():
+    case = generate_case(8, 2, variation=Variation(mode="wide", fov_fraction=0.75), **TINY)
+    body = case.anatomy > 0
+    assert body[0].any() or body[-1].any()  # the body touches the image's side
+    k = case.l3_mid_index
+    assert case.sma_cm2(k) == pytest.approx(case.muscle[:, :, k].sum() * case.spacing_mm[0] * case.spacing_mm[1] / 100)
+
+
+def test_stress_split_draws_from_the_extremes():
+    cases = [generate_case(40, i, variation="stress", matrix=64, max_slices=4) for i in range(6)]
+    kernels = {c.acquisition.kernel for c in cases}
+    assert all(c.variation.deform_mm >= 4.0 for c in cases)
+    assert all(c.spacing_mm[2] in (0.5, 0.625, 0.75, 5.0) for c in cases)
+    assert kernels - {"standard"}
+
+
+def test_cli_writes_a_stress_case_with_its_draws(tmp_path):
+    assert cli_main(["phantom", "--out", str(tmp_path), "--count", "1", "--seed", "3", "--matrix", "64",
+                     "--max-slices", "8", "--variation", "stress"]) == 0
+    record = json.loads((tmp_path / "truth" / "ph00003_000.json").read_text())
+    assert record["draws"]["variation_mode"] == "stress"

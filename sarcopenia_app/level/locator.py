@@ -7,7 +7,10 @@ the integer at each vertebral body's middle) and (b) whether the row lies in the
 Convention: **mid-L3** is where the level coordinate crosses 14, the middle of the L3 vertebral
 body along the patient's axis; the slice reported is the scanned slice nearest to it. The
 inferior endplate option reports the lowest slice of the predicted L3 body instead. No crossing
-inside the scan means L3's middle was not scanned: reported as not found, never guessed.
+inside the scan means L3's middle was not scanned: reported as not found. When the two heads
+disagree, the slice either head supports (the L3-body head first, then the level crossing) is
+reported with a low confidence and the reason: a scan with L3 must not be answered "no L3"
+because one head hesitated.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ MIN_CONFIDENCE = 0.25  # below this the slice is still reported, with a warning 
 LEVEL_TOLERANCE = 0.75  # the level coordinate at the L3 body's middle must read 14 +- this
 CONFIDENCE_LEVEL_SCALE = 0.5  # a level reading 0.5 off L3's middle divides the confidence by e
 CONVENTIONS = ("mid", "inferior_endplate")
+EDGE_ROWS = 2  # a level crossing this close to the scan's end is extrapolation, not evidence
+UNSURE_CONFIDENCE = 0.2  # an answer the two heads do not agree on: below MIN_CONFIDENCE, so it is flagged
+UNSURE_LEVEL_TOLERANCE = 1.5  # the body head leads if the level head reads within this of L3's middle
+PEAK_MIN = 0.3  # the body head's peak must reach this to lead an unsure answer
+BODY_HALF_LEVEL = 0.45  # a vertebral body spans about +-0.45 level around its middle (the rest is disc)
 
 
 @dataclass(frozen=True)
@@ -154,30 +162,95 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
                   row_l3_probability=[round(float(v), 3) for v in probability],
                   row_slices=[round(float(projection.stored_slice(r)), 3) for r in range(projection.rows)])
     absent = f"L3 is not in the field of view: the scan covers about {seen[0]} to {seen[1]}"
-    run = _best_run(probability)
-    if run is None:
-        return L3Location(False, _absence_confidence(levels), reason=absent, **common)
-    first, last = run
-    near_crossings = [r for r in crossings(levels) if first - 1 <= r <= last + 1]
-    if first > 0 and last < projection.rows - 1:
-        weights = probability[first:last + 1]
-        mid_row = float(np.sum(np.arange(first, last + 1) * weights) / np.sum(weights))
-    elif near_crossings:
-        mid_row = near_crossings[0]
+    confident = _confident_body(levels, probability)
+    if confident is not None:
+        (first, last), mid_row = confident
+        confidence, reason = _confidence(probability[first:last + 1], _interpolate(levels, mid_row)), ""
     else:
-        return L3Location(False, 0.5, reason=f"{absent}; the L3 body is cut by the scan's edge before its middle",
-                          **common)
-    if abs(_interpolate(levels, mid_row) - L3_LEVEL) > LEVEL_TOLERANCE:
-        return L3Location(False, 0.5, reason=f"{absent}; no vertebra was recognised as L3 with confidence",
-                          **common)
-    confidence = _confidence(probability[first:last + 1], _interpolate(levels, mid_row))
+        unsure = _unsure_body(levels, probability)
+        if unsure is None:
+            return L3Location(False, _absence_confidence(levels), reason=absent, **common)
+        (first, last), mid_row, doubt = unsure
+        confidence = min(_confidence(probability[first:last + 1], _interpolate(levels, mid_row)), UNSURE_CONFIDENCE)
+        reason = f"L3 uncertain: {doubt}"
     row = first if convention == "inferior_endplate" else mid_row
     slice_index = int(np.clip(np.rint(projection.stored_slice(row)), 0, projection.n_slices - 1))
     body = sorted({int(np.clip(np.rint(projection.stored_slice(r)), 0, projection.n_slices - 1))
                    for r in np.arange(first - 0.5, last + 0.51, 0.25)})
     return L3Location(True, round(confidence, 3), slice_index=slice_index,
                       z_mm=_world_z(image_hu, projection.stored_axis, slice_index),
-                      l3_slices=list(range(body[0], body[-1] + 1)), **common)
+                      l3_slices=list(range(body[0], body[-1] + 1)), reason=reason, **common)
+
+
+def _confident_body(levels: np.ndarray, probability: np.ndarray) -> Optional[Tuple[Tuple[int, int], float]]:
+    """((first, last) rows, mid row) when both heads agree: a run of L3-body rows whose middle is
+    scanned (or, cut by the scan's edge, a level crossing beside it) and reads L3 on the level head."""
+    run = _best_run(probability)
+    if run is None:
+        return None
+    first, last = run
+    if first > 0 and last < len(probability) - 1:
+        mid_row = _weighted_centre(probability, first, last)
+    else:
+        near = [r for r in crossings(levels) if first - 1 <= r <= last + 1]
+        if not near:
+            return None
+        mid_row = near[0]
+    if abs(_interpolate(levels, mid_row) - L3_LEVEL) > LEVEL_TOLERANCE:
+        return None
+    return run, mid_row
+
+
+def _unsure_body(levels: np.ndarray, probability: np.ndarray) -> Optional[Tuple[Tuple[int, int], float, str]]:
+    """When the heads do not agree, the best answer and its doubt, or None if neither head says
+    L3's middle is in the scan. The L3-body head leads (on short scans without ribs or pelvis the
+    level head drifts while the body head still finds the vertebra); the level head's crossing is
+    the last resort."""
+    rows = len(probability)
+    region = _peak_region(probability)
+    if region is not None:
+        first, last = region
+        mid_row = _weighted_centre(probability, first, last)
+        if abs(_interpolate(levels, mid_row) - L3_LEVEL) <= UNSURE_LEVEL_TOLERANCE:
+            return region, mid_row, ("the L3 body was found but the level count does not confirm it as L3; "
+                                     "the slice is the middle of the found body")
+    inner = [r for r in crossings(levels) if EDGE_ROWS <= r <= rows - 1 - EDGE_ROWS]
+    if inner:
+        mid_row = max(inner, key=lambda r: _interpolate(probability, r))
+        return _level_body_rows(levels, mid_row), mid_row, ("no vertebral body was recognised as L3; the slice is "
+                                                            "where the level count reads mid-L3")
+    return None
+
+
+def _peak_region(probability: np.ndarray) -> Optional[Tuple[int, int]]:
+    """Rows around the L3-body head's peak down to half its height, if the peak is at least
+    PEAK_MIN and the region does not touch the scan's edge (then its middle may be cut off)."""
+    peak = int(np.argmax(probability))
+    if probability[peak] < PEAK_MIN:
+        return None
+    half = probability[peak] / 2
+    first = last = peak
+    while first > 0 and probability[first - 1] >= half:
+        first -= 1
+    while last < len(probability) - 1 and probability[last + 1] >= half:
+        last += 1
+    return (first, last) if first > 0 and last < len(probability) - 1 else None
+
+
+def _weighted_centre(probability: np.ndarray, first: int, last: int) -> float:
+    weights = probability[first:last + 1]
+    return float(np.sum(np.arange(first, last + 1) * weights) / np.sum(weights))
+
+
+def _level_body_rows(levels: np.ndarray, mid_row: float) -> Tuple[int, int]:
+    """Rows around `mid_row` whose level coordinate reads within the L3 body (|level - 14| < 0.45)."""
+    centre = int(np.clip(np.rint(mid_row), 0, len(levels) - 1))
+    first = last = centre
+    while first > 0 and abs(levels[first - 1] - L3_LEVEL) < BODY_HALF_LEVEL:
+        first -= 1
+    while last < len(levels) - 1 and abs(levels[last + 1] - L3_LEVEL) < BODY_HALF_LEVEL:
+        last += 1
+    return first, last
 
 
 def _confidence(run_probability: np.ndarray, level_at_mid: float) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from .render import Renderer
 from .skeleton import Skeleton
 from .spine import Spine
 from .torso import IntramuscularFat, Torso
+from .variation import Variation, VariationPainter, sample_variation, tissue_hu_extras, vary_acquisition, vary_patient, variation_rng
 from .viscera import Viscera
 
 SUB_SLICES_THICK = 3  # sub-planes averaged per slice when slices are >= 2.5 mm (partial volume)
@@ -35,6 +36,7 @@ class PhantomCase:
     patient: Patient
     acquisition: Acquisition
     spine: Spine
+    variation: Variation = Variation()
 
     @property
     def muscle(self) -> np.ndarray:
@@ -93,17 +95,23 @@ def _slice_positions(rng: np.random.Generator, top: float, bottom: float, spacin
 
 def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int = 160,
                   patient_overrides: Optional[Dict[str, Any]] = None,
-                  acquisition_overrides: Optional[Dict[str, Any]] = None) -> PhantomCase:
-    """Case `index` of the series drawn from `seed`; the same arguments give the same voxels."""
+                  acquisition_overrides: Optional[Dict[str, Any]] = None,
+                  variation: Union[str, Variation] = "standard") -> PhantomCase:
+    """Case `index` of the series drawn from `seed`; the same arguments give the same voxels.
+    `variation` ("standard", "wide", "stress": variation.py) widens the draws; overrides still win."""
     rng = np.random.default_rng([seed, index])
-    patient = replace(sample_patient(rng), **(patient_overrides or {}))
-    acquisition = replace(sample_acquisition(rng, patient), **(acquisition_overrides or {}))
+    extra_rng = variation_rng(seed, index)
+    drawn = sample_variation(extra_rng, variation)
+    patient = replace(vary_patient(extra_rng, sample_patient(rng), drawn), **(patient_overrides or {}))
+    acquisition = replace(vary_acquisition(extra_rng, sample_acquisition(rng, patient), patient, drawn),
+                          **(acquisition_overrides or {}))
     size = patient.height_m / 1.70
     spine = Spine(size, 1.0 if patient.sex == "M" else 0.92, float(rng.uniform(0.85, 1.15)), lambda z: 0.0)
-    torso = Torso(rng, patient, spine)
+    torso = Torso(rng, patient, spine, drawn.fascia_gap_mm)
     spine.body_y_mm = torso.spine_y
     viscera = Viscera(rng, patient, torso, spine)
     skeleton = Skeleton(rng, patient, torso, spine)
+    skeleton.arm_pose = drawn.arm_pose
 
     top, bottom = _z_range(rng, acquisition.coverage, spine, torso)
     z_slices = _slice_positions(rng, top, bottom, acquisition.slice_spacing_mm, max_slices,
@@ -112,14 +120,15 @@ def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int 
 
     # field of view: fit the widest section (and the arms), as a radiographer would
     lumbar = [spine.by_name[f"L{i}"].z_mid for i in range(1, 6)]
-    torso.table_y = max(torso.back_y(z) for z in lumbar) + float(rng.uniform(0.5, 6.0))
+    torso.table_y = max(torso.back_y(z) for z in lumbar) + float(rng.uniform(0.5, 6.0)) + drawn.table_gap_mm
     probe = np.linspace(z_slices[0], z_slices[-1], 9)
     half_width, front, back = np.max([torso.extent(z) for z in probe], axis=0)
     arms = 2.2 * skeleton.arm_r + max(skeleton.arm_gap, 0) if skeleton.arms_down else 0.0
-    fov = max(2 * (half_width + arms), front + back) + 30.0
+    fov = (max(2 * (half_width + arms), front + back) + 30.0) * drawn.fov_fraction  # < 1: cuts the body
     scale = 512.0 / matrix
-    spacing_xy = round(float(np.clip(fov / matrix * rng.uniform(1.0, 1.1), 0.6 * scale, 1.0 * scale)), 4)
-    x0 = rng.uniform(-12, 12) - spacing_xy * (matrix - 1) / 2
+    smallest = (0.6 if drawn.fov_fraction >= 1.0 else 0.4) * scale
+    spacing_xy = round(float(np.clip(fov / matrix * rng.uniform(1.0, 1.1), smallest, 1.0 * scale)), 4)
+    x0 = rng.uniform(-12, 12) + drawn.x_shift_mm - spacing_xy * (matrix - 1) / 2
     y0 = (back - front) / 2 + 10.0 + rng.uniform(-10, 10) - spacing_xy * (matrix - 1) / 2
     xs = x0 + spacing_xy * np.arange(matrix)
     ys = y0 + spacing_xy * np.arange(matrix)
@@ -131,6 +140,11 @@ def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int 
     phi_index = phi_bin + PHI_BINS * (xg >= 0)
 
     renderer = Renderer(rng, patient, acquisition, (matrix, matrix), (spacing_xy, spacing_xy))
+    painter = None
+    if drawn.mode != "standard":
+        painter = VariationPainter(extra_rng, drawn, spine, torso, float(z_slices[0] + z_slices[-1]) / 2)
+        for tissue, value in tissue_hu_extras(extra_rng, drawn).items():
+            renderer.hu[tissue] = value
     thickness = acquisition.slice_thickness_mm
     offsets = [0.0] if thickness < 2.5 else list(np.linspace(-thickness / 3, thickness / 3, SUB_SLICES_THICK))
     centre = len(offsets) // 2
@@ -146,8 +160,11 @@ def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int 
         viscera.paint(canvas, sec)
         skeleton.paint_ribs(canvas, sec, phi_index)
         skeleton.paint_arms(canvas, sec)
-        skeleton.paint_table(canvas, table_y)
         torso.relabel_deep_fat(canvas, sec, phi_index)
+        if painter is not None:
+            painter.paint_before_warp(canvas, sec)
+            painter.warp(canvas)
+        skeleton.paint_table(canvas, table_y)  # after the warp: the table is rigid
         return canvas
 
     for k, z in enumerate(z_slices):
@@ -155,6 +172,9 @@ def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int 
         for j, dz in enumerate(offsets):
             canvas = paint(float(z + dz))
             slice_hu = renderer.slice_hu(canvas.tissue)
+            streaks = painter.streaks(canvas) if painter is not None else None
+            if streaks is not None:
+                slice_hu += streaks
             acc = slice_hu if acc is None else acc + slice_hu
             if j == centre:
                 anatomy[:, :, k] = canvas.anatomy
@@ -173,5 +193,6 @@ def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int 
         patient=patient,
         acquisition=acquisition,
         spine=spine,
+        variation=drawn,
     )
 

@@ -37,6 +37,8 @@ class Tissue(IntEnum):
     MYOCARDIUM = 23
     BILE = 24
     ORGAN_MUSCLE = 25  # diaphragm, crura: muscle density, own perfusion
+    OEDEMA = 26  # stranded / oedematous fat (variation.py): denser than fat, still fat
+    METAL = 27  # implants (variation.py)
 
 
 class Anatomy(IntEnum):
@@ -77,6 +79,8 @@ class Anatomy(IntEnum):
     PELVIC_BONE = 44
     FEMUR = 45
     GALLBLADDER = 46
+    ASCITES = 47  # free fluid in the cavity (variation.py)
+    IMPLANT = 48  # metal: screws, rods, prostheses (variation.py)
     # vertebrae: VERTEBRA_BASE + index in spine.LEVEL_NAMES (T1 .. L5, S1 = sacrum)
     VERTEBRA_BASE = 50
 

@@ -45,6 +45,8 @@ class Acquisition:
     blur_mm: float
     orientation: str  # storage orientation of the NIfTI: "RAS" or "LPS"
     kvp: int
+    noise_correlation_px: float = 0.6  # noise texture: larger for soft kernels, smaller for sharp ones
+    kernel: str = "standard"  # reconstruction kernel: "soft", "standard" or "sharp" (variation.py)
 
 
 def sample_patient(rng: np.random.Generator) -> Patient:

@@ -86,7 +86,7 @@ class Renderer:
         sigma_px = [self.acquisition.blur_mm / s for s in self.spacing_xy] + [0.0]
         ndimage.gaussian_filter(volume_hu, sigma_px, output=volume_hu)
         noise = self.rng.standard_normal(volume_hu.shape, dtype=np.float32)
-        corr = [0.6, 0.6, 0.0]
+        corr = [self.acquisition.noise_correlation_px] * 2 + [0.0]
         ndimage.gaussian_filter(noise, corr, output=noise)
         noise *= self.acquisition.noise_hu / (noise[::4, ::4, :].std() + 1e-6)
         volume_hu += noise

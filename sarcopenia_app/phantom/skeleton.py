@@ -37,6 +37,7 @@ class Skeleton:
         self.arm_r = (36.0 + 1.1 * (patient.bmi - 22.0) + 6.0 * patient.muscle_scale) * self.size
         self.z_elbow = spine.by_name["L2"].z_mid + rng.uniform(-25, 25)
         self.arm_y = float(rng.uniform(-20, 30))
+        self.arm_pose = "standard"  # or "one_down", "on_belly", "against_body" (variation.py)
 
     def rib_z(self, rib: int, side: int) -> np.ndarray:
         """z of rib `rib` (1-based) per phi bin; NaN where that rib does not reach."""
@@ -131,9 +132,13 @@ class Skeleton:
         below_elbow = canvas.z < self.z_elbow
         if below_elbow:
             r *= 0.82
-        for side in (-1.0, 1.0):
+        for side in ((1.0,) if self.arm_pose == "one_down" else (-1.0, 1.0)):
             cx = side * (sec.half_width + r + self.arm_gap)
             cy = self.arm_y
+            if self.arm_pose == "on_belly":  # forearms resting on the belly, touching the skin
+                cx, cy = side * 0.45 * sec.half_width, -(sec.front + 0.75 * r)
+            elif self.arm_pose == "against_body":  # pressed against the flank
+                cx = side * (sec.half_width + 0.8 * r)
             outline = Ellipse(cx, cy, r, r * 1.1)
             fat_mm = 0.25 * r
             canvas.paint(outline, Tissue.SKIN, Anatomy.SKIN, (Anatomy.BACKGROUND,))

@@ -20,7 +20,7 @@ from .profiles import PHI_BINS, PHI_DEG, along, smoothstep, window
 from .spine import Spine
 
 FAT_ANATOMY = (Anatomy.SUBCUTANEOUS_FAT, Anatomy.VISCERAL_FAT, Anatomy.INTERMUSCULAR_FAT)
-FASCIA_GAP_MM = 1.3
+FASCIA_GAP_MM = 1.3  # fat plane between wall layers (a Torso may fuse them: variation.py)
 
 
 @dataclass
@@ -43,8 +43,9 @@ class Section:
 
 
 class Torso:
-    def __init__(self, rng: np.random.Generator, patient: Patient, spine: Spine):
+    def __init__(self, rng: np.random.Generator, patient: Patient, spine: Spine, fascia_gap_mm: float = FASCIA_GAP_MM):
         self.spine = spine
+        self.fascia_gap_mm = fascia_gap_mm
         self.size = patient.height_m / 1.70
         male = patient.sex == "M"
         self.muscle = patient.muscle_scale * (1.0 if male else 0.74)
@@ -125,7 +126,7 @@ class Torso:
         """(half width, front, back) of the body outline at z, in mm from (0, 0)."""
         abdominal, chest, lateral = self.muscle_presence(z)
         wall_lat = sum(self.oblique_mm) * lateral + self.chest_wall_mm * chest * (1 - lateral)
-        half_width = self.cavity_half_width(z) + wall_lat + self._z(z, self.fat_side) + 2 * FASCIA_GAP_MM
+        half_width = self.cavity_half_width(z) + wall_lat + self._z(z, self.fat_side) + 2 * self.fascia_gap_mm
         front_wall = max(self.rectus_mm * abdominal, self.chest_wall_mm * chest)
         front = self.cavity_front(z) + front_wall + self._z(z, self.fat_front)
         return half_width, front, min(self.back_y(z), self.table_y)
@@ -175,7 +176,7 @@ class Torso:
         layers = self._layers(z, abdominal, chest, lateral, front, wall_end)
         wall_total = np.zeros(PHI_BINS, np.float32)
         for _, thickness in layers:
-            wall_total += np.where(thickness > 0.3, thickness + FASCIA_GAP_MM, 0.0)
+            wall_total += np.where(thickness > 0.3, thickness + self.fascia_gap_mm, 0.0)
         wall_total = np.tile(wall_total, 2)
 
         shell = np.nonzero(body & (depth < (fat + wall_total + 2.0)[phi_index]))
@@ -188,7 +189,7 @@ class Torso:
             px = (shell[0][inside], shell[1][inside])
             canvas.tissue[px] = Tissue.MUSCLE
             canvas.anatomy[px] = anatomy
-            start = start + np.where(t > 0.3, t + FASCIA_GAP_MM, 0.0)
+            start = start + np.where(t > 0.3, t + self.fascia_gap_mm, 0.0)
 
         # cavity: below the wall in front and at the flanks, reaching back to the spinal canal
         canal_depth = back - (spine_y + level.depth / 2 + 10.0)

@@ -114,7 +114,7 @@ def truth_record(case: PhantomCase, orientation: str) -> Dict[str, Any]:
         "anatomy_labels": {a.name.lower(): int(a) for a in Anatomy if a != Anatomy.VERTEBRA_BASE}
         | {f"vertebra_{lv}": vertebra_label(lv) for lv in LEVEL_NAMES},
         "muscle_labels": [a.name.lower() for a in TRUNK_MUSCLES],
-        "draws": describe(case.patient, case.acquisition),
+        "draws": describe(case.patient, case.acquisition) | case.variation.describe(),
         **level_truth(case),
     }
     return record
@@ -164,7 +164,8 @@ def write_case(case: PhantomCase, out_dir: Path, fmt: str, label_slices: str, wi
 
 
 def write_dataset(out_dir: Path, count: int, seed: int, fmt: str = "nifti", label_slices: str = "all",
-                  labelled: Optional[int] = None, matrix: int = 512, max_slices: int = 160) -> List[Dict[str, Any]]:
+                  labelled: Optional[int] = None, matrix: int = 512, max_slices: int = 160,
+                  variation: str = "standard") -> List[Dict[str, Any]]:
     """Generate `count` cases from `seed` into a MONAI Label style folder, with datastore labels
     for the first `labelled` cases that can have one (all when None; with "l3" labels a case
     without L3 gets none and does not count)."""
@@ -172,7 +173,7 @@ def write_dataset(out_dir: Path, count: int, seed: int, fmt: str = "nifti", labe
     out_dir.mkdir(parents=True, exist_ok=True)
     records: List[Dict[str, Any]] = []
     for index in range(count):
-        case = generate_case(seed, index, matrix=matrix, max_slices=max_slices)
+        case = generate_case(seed, index, matrix=matrix, max_slices=max_slices, variation=variation)
         done = sum("label" in r["files"] for r in records)
         with_label = labelled is None or done < labelled
         records.append(write_case(case, out_dir, fmt, label_slices, with_label))
