@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from pacs import running_orthanc
+from servers import app_copy, direct_http, offline_env, running_server
 
 from sarcopenia_app.dicomweb_upload import upload_folder
 from sarcopenia_app.dicom_io import read_series_header
@@ -37,6 +39,20 @@ def scan(tmp_path_factory):
     return nifti_file, dicom_folder, cli
 
 
+@pytest.fixture(scope="module")
+def pacs_with_the_scan(scan, tmp_path_factory):
+    """A PACS of its own holding the scan's series (the shared test PACS keeps a fixed content),
+    and the server on it: (server URL, HTTP session, SeriesInstanceUID)."""
+    _, dicom_folder, _ = scan
+    tmp = tmp_path_factory.mktemp("one_reader_pacs")
+    (tmp / "orthanc").mkdir()
+    with running_orthanc(tmp / "orthanc") as orthanc:
+        report = upload_folder(orthanc.dicomweb, dicom_folder)
+        assert report.stored and not report.refused, report
+        with running_server(app_copy(tmp), orthanc.dicomweb, offline_env(tmp), tmp, ("models", "muscle_seg")) as url:
+            yield url, direct_http(), str(read_series_header(dicom_folder)[0].SeriesInstanceUID)
+
+
 def assert_same_measurement(server: dict, cli: dict) -> None:
     assert server["model"] == cli["model"]  # same weights, or the comparison says nothing
     for key in COMPARED:
@@ -54,16 +70,14 @@ def test_a_nifti_file_gives_the_same_slice_and_numbers_through_the_server_and_th
     assert_same_measurement(answer.json()["measurements"], cli["nifti"])
 
 
-def test_a_dicom_series_gives_the_same_numbers_and_header_facts_through_the_pacs_server_and_the_cli(pacs_stack, scan):
+def test_a_dicom_series_gives_the_same_numbers_and_header_facts_through_the_pacs_server_and_the_cli(
+        pacs_with_the_scan, scan):
     _, dicom_folder, cli = scan
-    stack = pacs_stack.stack
-    report = upload_folder(stack.dicomweb, dicom_folder)
-    assert report.stored and not report.refused, report
-    first, sop_instance_uids = read_series_header(dicom_folder)
-    answer = stack.http.post(f"{stack.url}/infer/muscle_seg", params={"image": str(first.SeriesInstanceUID),
-                                                                      "output": "json"}, timeout=300)
+    url, http, series_uid = pacs_with_the_scan
+    answer = http.post(f"{url}/infer/muscle_seg", params={"image": series_uid, "output": "json"}, timeout=300)
     assert answer.status_code == 200, answer.text
     server = answer.json()["measurements"]
     assert_same_measurement(server, cli["dicom"])
     assert server["sex"] in ("M", "F") and server["height_m"] and server["weight_kg"]  # from the header, as in the CLI
+    sop_instance_uids = read_series_header(dicom_folder)[1]
     assert server["l3_sop_instance_uid"] == cli["dicom"]["l3_sop_instance_uid"] == sop_instance_uids[server["l3_slice_index"]]
