@@ -23,14 +23,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sarcopenia_app.analysis import MeasureOptions, Models, model_description  # noqa: E402
+from sarcopenia_app.analysis import MeasureOptions, Models, load_models  # noqa: E402
 from sarcopenia_app.cohort import CaseInput, run_case  # noqa: E402
 from sarcopenia_app.ct_loader import load_ct  # noqa: E402
-from sarcopenia_app.level import load_locator, locate_l3  # noqa: E402
+from sarcopenia_app.level import locate_l3  # noqa: E402
 from sarcopenia_app.measurements import measure_slice  # noqa: E402
 from sarcopenia_app.phantom import generate_case  # noqa: E402
 from sarcopenia_app.phantom.writer import stored_layout, write_nifti  # noqa: E402
-from sarcopenia_app.segment import load_model  # noqa: E402
 
 
 def write_variant(case, folder: Path, flip_z: bool) -> Path:
@@ -114,8 +113,7 @@ def main() -> None:
     parser.add_argument("--matrix", type=int, default=512)
     parser.add_argument("--locate-only", action="store_true", help="localisation figures only (no segmentation)")
     args = parser.parse_args()
-    models = Models(load_model(args.muscle_model), load_locator(args.locator_model),
-                    {"muscle": model_description(args.muscle_model), "l3_locator": model_description(args.locator_model)})
+    models = load_models(args.muscle_model, args.locator_model)
     rows, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.count):

@@ -26,12 +26,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sarcopenia_app.analysis import MeasureOptions, Models, model_description  # noqa: E402
+from sarcopenia_app.analysis import MeasureOptions, load_models  # noqa: E402
 from sarcopenia_app.cohort import CaseInput, run_case  # noqa: E402
 from sarcopenia_app.level_measurements import MEASURED_LEVELS  # noqa: E402
 from sarcopenia_app.phantom import generate_case, write_case  # noqa: E402
-from sarcopenia_app.segment import load_model  # noqa: E402
-from sarcopenia_app.level import load_locator  # noqa: E402
 
 
 def score(truth: dict, record: dict) -> dict:
@@ -94,8 +92,7 @@ def main() -> None:
     parser.add_argument("--muscle-model", default=str(REPO / "model" / "muscle_seg.pt"))
     parser.add_argument("--locator-model", default=str(REPO / "model" / "l3_locator.pt"))
     args = parser.parse_args()
-    models = Models(load_model(args.muscle_model), load_locator(args.locator_model),
-                    {"muscle": model_description(args.muscle_model), "l3_locator": model_description(args.locator_model)})
+    models = load_models(args.muscle_model, args.locator_model)
     rows, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.count):

@@ -22,7 +22,7 @@ from .level.locator import CONVENTIONS, MIN_CONFIDENCE, L3Location, LevelLocator
 from .level_measurements import LevelPosition, level_positions, measure_levels, slices_needed
 from .measurements import (MUSCLE_HU, SliceMeasurement, average, contrast_suspected, measure_slice, refine_border,
                            smi_cm2_m2)
-from .segment import MuscleModel, predict_mask
+from .segment import MuscleModel, load_model, predict_mask
 
 THICK_SLICE_MM = 5.0
 REGIONS = ("l3", "all")
@@ -89,6 +89,15 @@ class Models:
     muscle: MuscleModel
     locator: LevelLocator
     names: Dict[str, str] = field(default_factory=dict)  # what the report says about each model
+
+
+def load_models(muscle_path: Union[str, Path], locator_path: Union[str, Path],
+                device: Union[str, torch.device] = "cpu") -> Models:
+    """The muscle network and the L3 locator with their file descriptions, as every caller needs them."""
+    from .level import load_locator
+
+    return Models(load_model(muscle_path, device), load_locator(locator_path, device),
+                  {"muscle": model_description(muscle_path), "l3_locator": model_description(locator_path)})
 
 
 def model_description(path: Union[str, Path]) -> str:

@@ -142,16 +142,21 @@ if __name__ == "__main__":
 """
 
 
-def test_two_process_gloo_training_on_cpu(datastore_dir, tmp_path):
-    """multi_gpu on a machine without GPUs: two gloo processes share the data. Run in a fresh
-    interpreter, as the server runs training, so that spawned workers can import the task."""
-    script = tmp_path / "ddp_train.py"
+def two_process_training(datastore: Path, work: Path) -> subprocess.CompletedProcess:
+    """Two gloo ranks training on ``datastore`` in a fresh interpreter; the model goes to work/ddp.pt."""
+    script = work / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     request = {**FAST_REQUEST, "val_split": 0.0, "multi_gpu": True, "gpus": "0,1"}
     repo = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, str(script), str(datastore_dir), str(tmp_path), json.dumps(request)],
+    return subprocess.run([sys.executable, str(script), str(datastore), str(work), json.dumps(request)],
                           cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True,
                           timeout=300)
+
+
+def test_two_process_gloo_training_on_cpu(datastore_dir, tmp_path):
+    """multi_gpu on a machine without GPUs: two gloo processes share the data. Run in a fresh
+    interpreter, as the server runs training, so that spawned workers can import the task."""
+    done = two_process_training(datastore_dir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stderr + done.stdout
     assert "Main Worker: 0" in log and "Main Worker: 1" in log  # two spawned ranks
@@ -167,13 +172,7 @@ def test_two_process_training_with_an_unreadable_image_fails_with_the_reason(dat
     shutil.copytree(datastore_dir, broken)
     victim = sorted(broken.glob("*.nii.gz"))[0]
     victim.write_bytes(b"not a CT at all")
-    script = tmp_path / "ddp_train.py"
-    script.write_text(DDP_SCRIPT)
-    request = {**FAST_REQUEST, "val_split": 0.0, "multi_gpu": True, "gpus": "0,1"}
-    repo = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, str(script), str(broken), str(tmp_path), json.dumps(request)],
-                          cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True,
-                          timeout=300)
+    done = two_process_training(broken, tmp_path)
     assert done.returncode != 0
     assert f"could not read {victim.name} as a CT volume" in done.stderr, done.stderr[-3000:]
     assert not (tmp_path / "ddp.pt").exists()

@@ -20,11 +20,9 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.infers.errors import reporting_invalid_input
 
-from sarcopenia_app.analysis import MeasureOptions, Models, analyse_ct, model_description, subject_for
+from sarcopenia_app.analysis import MeasureOptions, Models, analyse_ct, load_models, subject_for
 from sarcopenia_app.ct_input import InvalidCTError
 from sarcopenia_app.ct_loader import LoadedCT
-from sarcopenia_app.level import load_locator
-from sarcopenia_app.segment import load_model
 from sarcopenia_app.transforms import LoadCTd
 
 REQUEST_OPTIONS = ("cutoffs", "convention", "slab_mm", "region", "muscle_hu", "levels")
@@ -49,8 +47,7 @@ class MuscleSegInfer(BasicInferTask):
     def models(self, device: str) -> Models:
         key = (os.path.getmtime(self.model_path), os.path.getmtime(self.locator_path), str(device))
         if self._loaded is None or self._loaded_key != key:
-            names = {"muscle": model_description(self.model_path), "l3_locator": model_description(self.locator_path)}
-            self._loaded = Models(load_model(self.model_path, device), load_locator(self.locator_path, device), names)
+            self._loaded = load_models(self.model_path, self.locator_path, device)
             self._loaded_key = key
         return self._loaded
 
