@@ -10,7 +10,7 @@ serve: install
 	apps/local/start.sh
 
 test: install
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=25 tests
 
 install: $(STAMP)
 

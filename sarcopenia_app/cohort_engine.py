@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .analysis import MeasureOptions, Models, model_description
+from .analysis import MeasureOptions, Models, load_models, model_description
 from .cohort import CaseInput, finished_record, run_case
 from .ct_input import InvalidCTError
 from .report import write_cohort_csv
@@ -109,11 +109,7 @@ def _cached_description(path: str, mtime: float) -> str:
 @lru_cache(maxsize=2)
 def _cached_models(muscle_path: str, locator_path: str, device: str, mtimes: Tuple[float, float]) -> Models:
     """Loaded once per worker process (and again only when a model file changes)."""
-    from .level import load_locator
-    from .segment import load_model
-
-    return Models(load_model(muscle_path, device), load_locator(locator_path, device),
-                  {"muscle": _description(muscle_path), "l3_locator": _description(locator_path)})
+    return load_models(muscle_path, locator_path, device)
 
 
 def _models(muscle_path: str, locator_path: str, device: str) -> Models:

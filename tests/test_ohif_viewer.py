@@ -1,7 +1,7 @@
 """The OHIF viewer bundled with MONAI Label, in a real headless Chromium, on the app over
 Orthanc: the steps an annotator takes (tests/ohif/check_ohif.mjs drives the browser), and the
 whole loop (tests/ohif/annotator_loop.mjs): proposal, eraser, Export DICOM SEG, Update Model,
-Next Sample, with access tokens off and on.
+Next Sample, with access tokens on.
 
 Needs node, Chromium (/usr/bin/chromium, or CHROMIUM=...) and playwright-core
 (`npm ci --prefix tests/ohif`); .ci/run installs all three. Screenshots go to
@@ -119,11 +119,14 @@ class LoopRun:
         return step({"steps": self.findings["steps"]}, name)
 
 
-@pytest.fixture(scope="module", params=["tokens_off", "tokens_on"])
-def loop_run(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def loop_run(tmp_path_factory):
+    """The loop with access tokens on: every step runs as a signed-in user, and the sign-in and the
+    roles are checked too (without tokens the same steps only skip the sign-in, which the viewer
+    tests above run)."""
     if missing_tools():
         pytest.skip(missing_tools())
-    tmp = tmp_path_factory.mktemp(f"loop_{request.param}")
+    tmp = tmp_path_factory.mktemp("loop")
     (tmp / "orthanc").mkdir()
     with running_orthanc(tmp / "orthanc") as orthanc:
         cases = write_dataset(tmp / "cases", fmt="dicom", label_slices="none", **L3_CASES)
@@ -131,16 +134,14 @@ def loop_run(request, tmp_path_factory):
         for case in cases:
             assert not upload_folder(orthanc.dicomweb, tmp / "cases" / case["id"]).refused
             series.append(str(read_series(tmp / "cases" / case["id"])[0].SeriesInstanceUID))
-        env, users, http = offline_env(tmp), None, direct_http()
-        if request.param == "tokens_on":
-            tokens_file = tmp / "tokens.json"
-            users = {role: {"user": f"{role}_user", "token": add_token(tokens_file, f"{role}_user", [role])[0]}
-                     for role in ("annotator", "admin")}
-            env["SARCOPENIA_ACCESS_TOKENS"] = str(tokens_file)
-            http.headers["Authorization"] = f"Bearer {users['admin']['token']}"
+        env, http, tokens_file = offline_env(tmp), direct_http(), tmp / "tokens.json"
+        users = {role: {"user": f"{role}_user", "token": add_token(tokens_file, f"{role}_user", [role])[0]}
+                 for role in ("annotator", "admin")}
+        env["SARCOPENIA_ACCESS_TOKENS"] = str(tokens_file)
+        http.headers["Authorization"] = f"Bearer {users['admin']['token']}"
         app = app_copy(tmp)
         with running_server(app, orthanc.dicomweb, env, tmp, LOOP_CONF) as url:
-            shots = Path(os.environ.get("OHIF_SCREENSHOTS_DIR") or tmp) / f"annotator_loop_{request.param}"
+            shots = Path(os.environ.get("OHIF_SCREENSHOTS_DIR") or tmp) / "annotator_loop_tokens_on"
             config = {"server": url, "study": study_of_uid(orthanc, series[0]), "model": LOOP_MODEL,
                       "out_dir": str(shots), "train_options": TRAIN_OPTIONS, "users": users}
             (tmp / "loop.json").write_text(json.dumps(config))
@@ -269,8 +270,6 @@ def test_loop_next_sample_uncertain_opens_the_scan_the_server_hands_out(loop_run
 
 
 def test_loop_with_tokens_users_sign_in_and_get_exactly_their_roles_rights(loop_run):
-    if "00_sign_in_annotator" not in loop_run.findings["steps"]:
-        pytest.skip("access tokens are off in this run")
     signed_in = loop_run.step("00_sign_in_annotator")
     assert "Sign in" in signed_in["before"]  # what an anonymous browser got instead of OHIF
     assert signed_in["cookie"] == {"httpOnly": True, "sameSite": "Strict"} and not signed_in["script_sees_cookie"]

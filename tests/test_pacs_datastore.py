@@ -3,6 +3,8 @@ the DICOMweb proxy OHIF uses, and malformed DICOM in the PACS."""
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -10,6 +12,8 @@ from dicomweb_client import DICOMwebClient
 from pydicom.uid import generate_uid
 from conftest import PacsStack
 from pacs import JPEG2000_LOSSLESS
+
+from lib.datastore.dicomweb import SarcopeniaDICOMwebDatastore
 
 PROPOSAL_PREFIX = "MONAI Label proposal"
 
@@ -131,3 +135,40 @@ def test_proxy_answers_like_the_pacs(pacs_stack, path):
     direct = pacs_stack.orthanc.http.get(f"{pacs_stack.orthanc.dicomweb}/{path}").json()
     proxied = pacs_stack.stack.http.get(f"{pacs_stack.stack.url}/proxy/dicom/qido/{path}").json()
     assert proxied == direct
+
+
+# ---- the cache folder that the server and its scoring/training subprocesses share ----------------
+def datastore_on(pacs: PacsStack, cache: Path) -> SarcopeniaDICOMwebDatastore:
+    """A datastore as one process of the server sees it (each process builds its own)."""
+    return SarcopeniaDICOMwebDatastore(DICOMwebClient(pacs.orthanc.dicomweb), {"Modality": "CT"}, str(cache),
+                                       {"skeletal_muscle": 1}, list_expiry_s=60)
+
+
+def study_uid(pacs: PacsStack, series_uid: str) -> str:
+    found = pacs.orthanc.http.get(f"{pacs.orthanc.dicomweb}/series", params={"SeriesInstanceUID": series_uid}).json()
+    return found[0]["0020000D"]["Value"][0]
+
+
+def test_a_series_another_process_fetched_comes_with_its_study_uid_for_next_sample(pacs_stack, tmp_path):
+    server, scoring = datastore_on(pacs_stack, tmp_path), datastore_on(pacs_stack, tmp_path)
+    series = pacs_stack.series["other"]
+    assert server.get_image_info(series) == {}  # not fetched yet: nothing known, nothing asked
+    scoring.get_image_uri(series)  # the scoring subprocess fetched and converted it
+    assert server.get_image_info(series)["StudyInstanceUID"] == study_uid(pacs_stack, series)
+
+    # the file watcher may add the converted image before its info: bare, as upstream's reconcile does
+    scoring._datastore.objects[series].image.info = {"name": f"{series}.nii.gz", "ts": 0}
+    scoring._update_datastore_file()
+    assert server.get_image_info(series)["StudyInstanceUID"] == study_uid(pacs_stack, series)
+
+
+def test_two_processes_fetching_one_series_at_once_both_get_the_whole_series(pacs_stack, tmp_path):
+    series = pacs_stack.series["plain"]
+    folder = tmp_path / "images" / series
+    datastores = [datastore_on(pacs_stack, tmp_path / f"cache{i}") for i in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda ds: ds._download_as_stored(series, folder), datastores))
+    instances = pacs_stack.orthanc.http.get(f"{pacs_stack.orthanc.dicomweb}/studies/{study_uid(pacs_stack, series)}"
+                                            f"/series/{series}/instances").json()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{i['00080018']['Value'][0]}.dcm" for i in instances)
+    assert [p.name for p in folder.parent.iterdir()] == [series]  # no half-written folder left behind

@@ -15,6 +15,8 @@ Over ``monailabel.datastore.dicom.DICOMWebDatastore`` (0.8.5) this:
 - retrieves instances in the transfer syntax they are stored in (``transfer-syntax=*``):
   Debian's Orthanc 1.10 + GDCM plugin can crash transcoding JPEG 2000, and SimpleITK
   (GDCM) reads compressed series itself;
+- fetches a series into its cache folder atomically and reads image info as the datastore file
+  holds it (the server's scoring and training subprocesses share that folder);
 - skips what it cannot use in the PACS (a SEG without a readable reference, a series
   that is not one volume) instead of failing the whole listing or the server; a series
   found unreadable is still listed but no longer offered for labelling.
@@ -22,6 +24,8 @@ Over ``monailabel.datastore.dicom.DICOMWebDatastore`` (0.8.5) this:
 
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
@@ -46,6 +50,7 @@ SERIES_UID = "0020000E"
 STUDY_UID = "0020000D"
 SERIES_DESCRIPTION = "0008103E"
 AS_STORED = (("application/dicom", "*"),)  # WADO-RS: no transcoding
+STUDY_FACT = "StudyInstanceUID"  # present in the info of every image this datastore fetched
 
 
 class SegLink(NamedTuple):
@@ -152,13 +157,44 @@ class SarcopeniaDICOMwebDatastore(DICOMWebDatastore):
         return str(image_nii.resolve())
 
     def _download_as_stored(self, series_uid: str, folder: Path) -> None:
+        """The series' instances into ``folder``, which appears whole or not at all: the server and
+        its scoring or training subprocesses may fetch the same series at once, and a half-written
+        folder would be read as a shorter (or "not one volume") series."""
         found = self._client.search_for_series(search_filters={"SeriesInstanceUID": series_uid})
         studies = [_first_value(ds, STUDY_UID) for ds in found if _first_value(ds, SERIES_UID) == series_uid]
         if not studies:
             raise InvalidCTError(f"series {series_uid} is not in the PACS")
-        folder.mkdir(parents=True, exist_ok=True)
-        for instance in self._client.retrieve_series(studies[0], series_uid, media_types=AS_STORED):
-            instance.save_as(str(folder / f"{instance.SOPInstanceUID}.dcm"), write_like_original=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-")
+        try:
+            for instance in self._client.retrieve_series(studies[0], series_uid, media_types=AS_STORED):
+                instance.save_as(os.path.join(partial, f"{instance.SOPInstanceUID}.dcm"), write_like_original=True)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()  # an empty folder left by a failed fetch
+            os.rename(partial, folder)
+        except OSError:
+            if not (folder.is_dir() and any(folder.iterdir())):
+                raise
+            # another process stored the whole series first: use theirs
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+    def get_image_info(self, image_id: str) -> Dict[str, Any]:
+        """The image's info as the datastore file holds it now, with the series' DICOM facts.
+
+        The server and its scoring and training subprocesses share the cache folder: a subprocess
+        that fetched a series wrote its info to the datastore file, which this process may not have
+        re-read yet; and the file watcher can add the converted image before that info, bare. The
+        facts matter: OHIF's Next Sample opens the study named by ``StudyInstanceUID``.
+        """
+        self._init_from_datastore_file()
+        info = LocalDatastore.get_image_info(self, image_id)
+        if info and STUDY_FACT not in info:
+            found = self._client.search_for_series(search_filters={"SeriesInstanceUID": image_id})
+            if found:
+                self.update_image_info(image_id, self._dicom_info(image_id))
+                info = LocalDatastore.get_image_info(self, image_id)
+        return info
 
     # --- labels --------------------------------------------------------------------------
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any],
