@@ -106,8 +106,14 @@ async function clickUpdateModel(page) {
   return { status: response.status(), body: await response.json().catch(() => null) };
 }
 
-async function trainingStatus(page) {
-  return page.evaluate(async () => (await fetch('/train/?check_if_running=true')).status === 200);
+// Whether the training task `taskId` has not ended yet. Asked by task id, not with
+// check_if_running: that counts training processes, and a task just submitted has none yet.
+async function trainingUnfinished(page, taskId) {
+  return page.evaluate(async (id) => {
+    const tasks = await (await fetch('/train/?all=true')).json();
+    const task = tasks.find((t) => t.id === id);
+    return !task || ['SUBMITTED', 'RUNNING'].includes(task.status);
+  }, taskId);
 }
 
 const browser = await launch();
@@ -172,7 +178,9 @@ try {
     const button = await adminPage.getByRole('button', { name: 'Stop Training' }).count();
     const progress = [];
     const deadline = Date.now() + 4 * STEP_TIMEOUT_MS;
-    while (await trainingStatus(adminPage) && Date.now() < deadline) {
+    const taskId = answer.body.muscle_seg.result.id;
+    while (await trainingUnfinished(adminPage, taskId)) {
+      if (Date.now() > deadline) throw new Error(`training task ${taskId} did not end in time`);
       await adminPage.locator('#monailabelServerURL').locator('xpath=ancestor::tr[1]').locator('button').click();
       progress.push(await adminPage.locator('.optionsTable').first().innerText());
       await adminPage.waitForTimeout(1000);
