@@ -30,6 +30,9 @@ MEASURED_SPAN = (LEVEL_NAMES.index("T12") - 0.5, float(LEVEL_NAMES.index("S1")))
 L3_NEAR_LEVELS = 1.5
 EDGE_CUT_PROBABILITY = 0.5  # share of views with one end cut within EDGE_CUT_LEVELS of a measured level's middle
 EDGE_CUT_LEVELS = 0.6
+# smooth-L1 turns linear beyond this error (levels): a tenth of a level (about 3 mm) still pulls with
+# full force, as every level's slice, not only L3's, must land within its body
+REGRESSION_BETA = 0.1
 
 
 @dataclass
@@ -114,7 +117,7 @@ def loss(prediction: torch.Tensor, level: torch.Tensor, in_l3: torch.Tensor, val
     where the answers are read."""
     measured = (level >= MEASURED_SPAN[0]) & (level <= MEASURED_SPAN[1])
     near = 1.0 + measured.float() + (torch.abs(level - L3_LEVEL) < L3_NEAR_LEVELS).float()
-    regression = F.smooth_l1_loss(prediction[:, 0], level, reduction="none", beta=0.5) * near
+    regression = F.smooth_l1_loss(prediction[:, 0], level, reduction="none", beta=REGRESSION_BETA) * near
     positive = in_l3.sum().clamp(min=1)
     pos_weight = ((valid.sum() - positive) / positive).clamp(1, MAX_POSITIVE_WEIGHT)
     classification = F.binary_cross_entropy_with_logits(prediction[:, 1], in_l3, reduction="none",
