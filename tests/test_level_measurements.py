@@ -101,7 +101,7 @@ def test_no_level_in_view_needs_no_slices():
 def test_every_level_of_a_generated_abdomen_matches_its_truth(tmp_path):
     """Phantom seed 3100 case 0 (abdomen, 160 x 1 mm slices): the levels around L3 are found within
     a centimetre and their SMA within 5 % of the truth; L3's entry is the L3 result. All levels
-    and the volume over 8 phantoms: benchmarks/eval_levels.py, docs/cohorts.md."""
+    and the volume over 24 phantoms: benchmarks/eval_levels.py, docs/cohorts.md."""
     from sarcopenia_app.analysis import MeasureOptions, Models, model_description
     from sarcopenia_app.cohort import CaseInput, run_case
     from sarcopenia_app.cli import MODEL_DIR
