@@ -13,6 +13,10 @@ the HU restriction and after the border refinement (`measurements.refine_border`
 the SMA (border-refined) on the slice the locator chose against the truth area at mid-L3; and the
 SMA against the truth mask under the same HU protocol (`sma_protocol_error_pct`). `+flip` rows are the same
 model with test-time left-right flipping. Writes one JSON line per case as it goes and the summary.
+`--locate-only` scores the locator alone (no muscle model): the cheap check of a new locator.
+
+    python benchmarks/eval_robust.py --locate-only --locator model/l3_locator.pt /tmp/new_locator.pt \
+        --matrix 192 --splits standard:2000:12 wide:2100:12 stress:2300:12 --out /tmp/locate.json
 """
 
 from __future__ import annotations
@@ -148,7 +152,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", nargs="+", default=[str(REPO / "model" / "muscle_seg.pt")])
     parser.add_argument("--flip", action="store_true", help="also score each model with test-time flips")
-    parser.add_argument("--locator", default=str(REPO / "model" / "l3_locator.pt"))
+    parser.add_argument("--locate-only", action="store_true", help="the locator's figures only, no muscle model")
+    parser.add_argument("--locator", nargs="+", default=[str(REPO / "model" / "l3_locator.pt")],
+                        help="one or more locators, each scored on the same draws")
     parser.add_argument("--splits", nargs="+", default=["standard:2000:20", "wide:2100:20", "wide:2200:20",
                                                         "stress:2300:20"])
     parser.add_argument("--matrix", type=int, default=512)
@@ -165,20 +171,28 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     models = {}
-    for path in args.models:
+    for path in [] if args.locate_only else args.models:
         model = load_model(path)
         models[Path(path).name] = (model, False)
         if args.flip:
             models[Path(path).name + "+flip"] = (model, True)
-    locator = load_locator(args.locator)
+    locators = {path: load_locator(path) for path in args.locator}
     rows = []
     for split in args.splits:
         variation, seed, count = split.split(":")
         for index in range(int(count)):
             case = generate_case(int(seed), index, matrix=args.matrix, variation=variation)
-            rows.append({"split": split, **evaluate_case(case, locator, models)})
-            print(json.dumps(rows[-1]), flush=True)
-            summary = report(rows, models, args.splits, " ".join(sys.argv), args.out)
+            for path, locator in locators.items():
+                rows.append({"split": split, "locator": path, **evaluate_case(case, locator, models)})
+                print(json.dumps(rows[-1]), flush=True)
+            if len(locators) == 1:
+                summary = report(rows, models, args.splits, " ".join(sys.argv), args.out)
+            else:  # one summary per locator, on the same draws
+                summary = {path: report([r for r in rows if r["locator"] == path], models, args.splits, "", None)
+                           for path in locators}
+                if args.out:
+                    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "summary": summary,
+                                                          "rows": rows}, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 
 

@@ -2,10 +2,12 @@
 
 The level locator gives, per projection row, a continuous level coordinate with the integer at
 each vertebral body's middle (level/locator.py). A level is in view when its coordinate crosses
-that integer inside the scan, the rule L3 follows too; it is measured on the slice nearest the
+that integer inside the scan with a margin: a crossing within EDGE_ROWS of the scan's first or last
+row is the network extrapolating at the edge (the rule the L3 path applies to a cut L3 body), so
+that level is reported not in view, with the reason. It is measured on the slice nearest the
 crossing. A level's *segment* runs from half a level below to half a level above (its body and
 half of each neighbouring disc): segments tile the spine, so the L1-L5 volume is the muscle from
-the T12/L1 boundary to the L5/S1 boundary, reported only when both lie inside the scan.
+the T12/L1 boundary to the L5/S1 boundary, reported only when both lie inside the scan (same margin).
 Only L3 has clinical cut-offs; the other levels are numbers for research and for scans without L3.
 """
 
@@ -16,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .level.locator import LEVEL_NAMES, crossings
+from .level.locator import EDGE_ROWS, LEVEL_NAMES, crossings
 from .measurements import measure_slice
 
 MEASURED_LEVELS: Tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
@@ -29,8 +31,9 @@ class LevelPosition:
 
     name: str
     mid_slice: Optional[float]  # None: the level's middle was not scanned
-    lower: Optional[float]  # its segment's boundaries; None where that boundary was not scanned
+    lower: Optional[float]  # its segment's boundaries; None where not scanned (or only at the edge rows)
     upper: Optional[float]
+    reason: str = ""  # why the level is not in view
 
     @property
     def in_view(self) -> bool:
@@ -41,9 +44,18 @@ class LevelPosition:
         return self.lower is not None and self.upper is not None
 
 
-def _first_crossing_slice(row_levels: np.ndarray, row_slices: np.ndarray, level: float) -> Optional[float]:
-    rows = crossings(row_levels, level)
+def _inner_crossing_slice(row_levels: np.ndarray, row_slices: np.ndarray, level: float) -> Optional[float]:
+    """Stored slice of the first crossing of `level` at least EDGE_ROWS inside the scan, or None."""
+    last = len(row_levels) - 1 - EDGE_ROWS
+    rows = [r for r in crossings(row_levels, level) if EDGE_ROWS <= r <= last]
     return float(np.interp(rows[0], np.arange(len(row_slices)), row_slices)) if rows else None
+
+
+def _not_in_view_reason(row_levels: np.ndarray, name: str) -> str:
+    if crossings(row_levels, float(LEVEL_NAMES.index(name))):
+        return (f"the middle of {name} would lie at the scan's edge (within {EDGE_ROWS} projection rows): "
+                "extrapolated, not measured")
+    return f"the middle of {name} is not in the scan"
 
 
 def level_positions(row_levels: Sequence[float], row_slices: Sequence[float]) -> Dict[str, LevelPosition]:
@@ -55,9 +67,10 @@ def level_positions(row_levels: Sequence[float], row_slices: Sequence[float]) ->
     for name in MEASURED_LEVELS:
         index = float(LEVEL_NAMES.index(name))
         # the coordinate grows towards the feet: index + 0.5 is the segment's inferior boundary
-        inferior, superior = (_first_crossing_slice(levels, slices, index + side) for side in (0.5, -0.5))
+        inferior, superior = (_inner_crossing_slice(levels, slices, index + side) for side in (0.5, -0.5))
         lower, upper = (superior, inferior) if flipped else (inferior, superior)
-        found[name] = LevelPosition(name, _first_crossing_slice(levels, slices, index), lower, upper)
+        mid = _inner_crossing_slice(levels, slices, index)
+        found[name] = LevelPosition(name, mid, lower, upper, "" if mid is not None else _not_in_view_reason(levels, name))
     return found
 
 
@@ -95,7 +108,7 @@ def measure_levels(hu: np.ndarray, mask: np.ndarray, axis: int, spacing_mm: Sequ
     levels: Dict[str, Dict[str, Any]] = {}
     for name, position in positions.items():
         if not position.in_view:
-            levels[name] = {"in_view": False, "reason": f"the middle of {name} is not in the scan"}
+            levels[name] = {"in_view": False, "reason": position.reason}
             continue
         k = int(np.clip(np.rint(position.mid_slice), 0, hu.shape[axis] - 1))
         measured = measure_slice(np.take(hu, k, axis), np.take(mask, k, axis), pixel_mm, muscle_hu)

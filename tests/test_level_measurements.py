@@ -4,7 +4,7 @@ view" rule, volumes on a volume with known muscle, and the pipeline on a generat
 import numpy as np
 import pytest
 
-from sarcopenia_app.level.locator import LEVEL_NAMES
+from sarcopenia_app.level.locator import EDGE_ROWS, LEVEL_NAMES, crossings
 from sarcopenia_app.level_measurements import level_positions, measure_levels, slices_needed
 
 ROWS = 200  # 2 mm rows: 400 mm of scan
@@ -38,6 +38,31 @@ def test_a_level_whose_middle_is_not_scanned_is_not_in_view_and_a_cut_segment_ha
     assert [name for name, p in positions.items() if p.in_view] == ["L3", "L4"]
     assert positions["L3"].complete and not positions["L4"].complete
     assert positions["L4"].lower is None and positions["L4"].upper is not None
+
+
+def test_a_crossing_at_the_scans_edge_rows_is_extrapolation_not_in_view():
+    """L4's middle crossed one row above the scan's lowest row and L1's one row below its top: the
+    network's edge rows, not evidence that those middles were scanned (the earlier rule said in view)."""
+    levels = coordinate(index("L1") - 1 / (ROWS - 2), index("L4") + 1 / (ROWS - 2) * 2.9)
+    assert 0 < crossings(levels, index("L4"))[0] < EDGE_ROWS
+    assert ROWS - 1 - EDGE_ROWS < crossings(levels, index("L1"))[0] < ROWS - 1
+    positions = level_positions(levels, np.arange(ROWS, dtype=float))
+    assert [name for name, p in positions.items() if p.in_view] == ["L2", "L3"]
+    for name in ("L1", "L4"):
+        assert "edge" in positions[name].reason
+    assert "not in the scan" in positions["L5"].reason
+    hu, mask = np.full((4, 4, ROWS), 40.0), np.ones((4, 4, ROWS), np.uint8)
+    found = measure_levels(hu, mask, 2, (1.0, 1.0, 1.0), positions, (-29.0, 150.0))["levels"]
+    assert not found["L4"]["in_view"] and "extrapolated" in found["L4"]["reason"]
+    assert found["L3"]["in_view"] and found["L3"]["volume_cm3"] > 0
+
+
+def test_a_segment_boundary_only_at_the_edge_rows_leaves_the_segment_without_volume():
+    """L3's lower boundary (3.5) is crossed in the bottom edge rows only: its segment is cut."""
+    levels = coordinate(index("L2"), index("L3") + 0.5 + 1 / (ROWS - 2))
+    positions = level_positions(levels, np.arange(ROWS, dtype=float))
+    assert crossings(levels, index("L3") + 0.5) and positions["L3"].in_view
+    assert positions["L3"].lower is None and not positions["L3"].complete
 
 
 def test_stored_head_first_slices_keep_lower_below_upper():
@@ -76,7 +101,7 @@ def test_no_level_in_view_needs_no_slices():
 def test_every_level_of_a_generated_abdomen_matches_its_truth(tmp_path):
     """Phantom seed 3100 case 0 (abdomen, 160 x 1 mm slices): the levels around L3 are found within
     a centimetre and their SMA within 5 % of the truth; L3's entry is the L3 result. All levels
-    and the volume over 8 phantoms: benchmarks/eval_levels.py, docs/cohorts.md."""
+    and the volume over 24 phantoms: benchmarks/eval_levels.py, docs/cohorts.md."""
     from sarcopenia_app.analysis import MeasureOptions, Models, model_description
     from sarcopenia_app.cohort import CaseInput, run_case
     from sarcopenia_app.cli import MODEL_DIR

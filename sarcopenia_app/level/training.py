@@ -2,14 +2,15 @@
 
 A sample is a projection plus, per row, the true level coordinate and whether the row lies in the
 L3 body. Augmentation imitates what real scans vary in: coverage (random cuts along z, including
-cuts that remove L3 so that "not in the field of view" is learned), body size (z scaling),
+cuts that remove L3 so that "not in the field of view" is learned, and cuts that end next to a
+measured level's middle so that the scan's edge rows read their level too), body size (z scaling),
 intensity and noise, side-to-side shifts and mirroring.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +24,15 @@ from .projection import CHANNELS, ROW_MM, project
 
 
 MAX_POSITIVE_WEIGHT = 5.0  # L3 rows are rare; a larger weight makes every other row look half-L3
+# every measured level (T12..L5, level_measurements.py) is read from the level coordinate: rows from
+# T11.5 to S1 (each measured segment and its outer boundaries) count double, rows near L3 triple
+MEASURED_SPAN = (LEVEL_NAMES.index("T12") - 0.5, float(LEVEL_NAMES.index("S1")))
+L3_NEAR_LEVELS = 1.5
+EDGE_CUT_PROBABILITY = 0.5  # share of views with one end cut within EDGE_CUT_LEVELS of a measured level's middle
+EDGE_CUT_LEVELS = 0.6
+# smooth-L1 turns linear beyond this error (levels): a tenth of a level (about 3 mm) still pulls with
+# full force, as every level's slice, not only L3's, must land within its body
+REGRESSION_BETA = 0.1
 
 
 @dataclass
@@ -63,7 +73,8 @@ def augment(sample: LevelSample, rows: int, rng: np.random.Generator) -> Tuple[n
     level = np.interp(source, np.arange(len(level)), level)
     in_l3 = in_l3[np.rint(source).astype(int)]
     length = int(rng.integers(min(24, n), n + 1))  # coverage: any cut, L3 or not
-    start = int(rng.integers(0, n - length + 1))
+    start = _edge_cut_start(level, length, rng) if rng.random() < EDGE_CUT_PROBABILITY else None
+    start = int(rng.integers(0, n - length + 1)) if start is None else start
     image, level, in_l3 = image[..., start:start + length], level[start:start + length], in_l3[start:start + length]
     image = image * rng.uniform(0.8, 1.2, (CHANNELS, 1, 1)) + rng.normal(0, 0.03, image.shape)
     image = np.roll(image, int(rng.integers(-12, 13)), axis=1)
@@ -78,6 +89,18 @@ def augment(sample: LevelSample, rows: int, rng: np.random.Generator) -> Tuple[n
     return out, pad(level), pad(in_l3), valid
 
 
+def _edge_cut_start(level: np.ndarray, length: int, rng: np.random.Generator) -> Optional[int]:
+    """A view start that puts the view's lower or upper end near the middle of a random measured level
+    (T12..L5), or None when that level is not in this sample or the view would not fit."""
+    target = rng.integers(LEVEL_NAMES.index("T12"), LEVEL_NAMES.index("L5") + 1) + rng.uniform(-1, 1) * EDGE_CUT_LEVELS
+    rows = np.nonzero(np.diff(np.sign(level - target)))[0]  # the coordinate grows towards the feet (row 0)
+    if rows.size == 0:
+        return None
+    edge = int(rows[0])
+    start = edge if rng.random() < 0.5 else edge - length + 1  # lower end at the level, or upper end
+    return start if 0 <= start <= len(level) - length else None
+
+
 def batches(samples: Sequence[LevelSample], batch_size: int, rng: np.random.Generator,
             max_rows: int = 192) -> Iterator[List[torch.Tensor]]:
     """One epoch of augmented batches; every batch has one random length (a multiple of 16)."""
@@ -90,9 +113,11 @@ def batches(samples: Sequence[LevelSample], batch_size: int, rng: np.random.Gene
 
 def loss(prediction: torch.Tensor, level: torch.Tensor, in_l3: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Smooth-L1 on the level coordinate (in levels) plus BCE on the L3 rows, padding ignored.
-    Rows near L3 count double for the regression: that is where the answer is read."""
-    near = 1.0 + (torch.abs(level - L3_LEVEL) < 1.5).float()
-    regression = F.smooth_l1_loss(prediction[:, 0], level, reduction="none", beta=0.5) * near
+    Rows of the measured levels count double for the regression and rows near L3 triple: that is
+    where the answers are read."""
+    measured = (level >= MEASURED_SPAN[0]) & (level <= MEASURED_SPAN[1])
+    near = 1.0 + measured.float() + (torch.abs(level - L3_LEVEL) < L3_NEAR_LEVELS).float()
+    regression = F.smooth_l1_loss(prediction[:, 0], level, reduction="none", beta=REGRESSION_BETA) * near
     positive = in_l3.sum().clamp(min=1)
     pos_weight = ((valid.sum() - positive) / positive).clamp(1, MAX_POSITIVE_WEIGHT)
     classification = F.binary_cross_entropy_with_logits(prediction[:, 1], in_l3, reduction="none",
