@@ -1,19 +1,29 @@
 """Train (or continue) the muscle model on phantoms generated on the fly, wide and stress variation.
 
-    nice -n 10 python benchmarks/train_muscle_stream.py --init model/muscle_seg.pt --steps 3000 \
-        --work /tmp/muscle_stream --log-every 25
+    nice -n 19 python benchmarks/train_muscle_stream.py --init model/muscle_seg.pt --steps 4000 \
+        --work /tmp/muscle_stream --val-every 50
+    # a later session (the run's settings come from the state file):
+    nice -n 19 python benchmarks/train_muscle_stream.py --resume model/training_state/muscle_stream.pt \
+        --work /tmp/muscle_stream --val-every 50
 
 Seeds 5000..5007 are training seeds (the held-out benchmark uses 2000, 2100, 2200, 6000+). Every
 `--val-every` steps the mid-L3 Dice of 10 fixed validation cases (seed 5900, wide and stress) is
 measured through `segment.predict_mask`, the checkpoint is written to WORK/latest.pt and, when
-the Dice is the best so far, to WORK/best.pt (model-file format: it loads with segment.load_model).
-Nothing under model/ is replaced: that is decided on the held-out benchmark.
+the Dice is the best so far, to WORK/best.pt (model-file format: it loads with segment.load_model),
+and the whole run (network, best network, optimizer, lr schedule, step, best Dice, the next case
+index, the val curve, wall and CPU seconds) to WORK/state.pt, atomically, so that a run of
+thousands of steps can be stopped at any time and continued in another session with `--resume`.
+The lr is warmed up over the first `--warmup` steps of the run only and then follows a cosine
+over `--steps`, so a resumed run continues on the same curve. Nothing under model/ is replaced:
+that is decided on the held-out benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,11 +40,27 @@ from sarcopenia_app.muscle_training import crop_batches, phantom_cases  # noqa: 
 from sarcopenia_app.network import NetworkConfig, build_network  # noqa: E402
 from sarcopenia_app.phantom.writer import stored_layout  # noqa: E402
 from sarcopenia_app.publish import publish_atomically  # noqa: E402
-from sarcopenia_app.segment import MuscleModel, load_model, predict_mask  # noqa: E402
+from sarcopenia_app.segment import MuscleModel, load_model, model_from_state, predict_mask  # noqa: E402
 from sarcopenia_app.transforms import DEFAULT_PIXDIM_MM  # noqa: E402
 
 TRAIN_SEEDS = tuple(range(5000, 5008))
 VAL_SEED = 5900
+RUN_SETTINGS = ("init", "network", "steps", "lr", "warmup", "batch", "crop", "crops_per_case", "variations")
+
+
+def lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Linear warmup at the true start of the run, then a cosine down to 5 % at `steps`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(steps - warmup, 1), 1.0)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def counting(cases, position: dict):
+    """The cases, noting the index after the last one drawn: where a resumed run continues."""
+    for case in cases:
+        position["next_case_index"] = case.index + 1
+        yield case
 
 
 def mid_l3_dice(model: MuscleModel, cases) -> float:
@@ -51,15 +77,17 @@ def mid_l3_dice(model: MuscleModel, cases) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--resume", help="training state (WORK/state.pt) to continue; its run settings win")
     parser.add_argument("--init", help="model file to continue from (else random weights, --network)")
     parser.add_argument("--network", default="{}", help="NetworkConfig fields as JSON, for a new network")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=3000, help="length of the lr schedule and of the run")
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--warmup", type=int, default=100, help="warmup steps at the start of the run")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--crops-per-case", type=int, default=12)
     parser.add_argument("--variations", default="wide,wide,stress")
-    parser.add_argument("--start-index", type=int, default=0, help="first case index (resume on new cases)")
+    parser.add_argument("--start-index", type=int, default=0, help="first case index of a new run")
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--work", default="/tmp/muscle_stream")
@@ -70,25 +98,41 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
-    if args.init:
+    run = torch.load(args.resume, map_location="cpu", weights_only=True) if args.resume else None
+    if run:
+        vars(args).update(run["settings"])
+        model = model_from_state(run["model"])
+    elif args.init:
         model = load_model(args.init)
     else:
         config = NetworkConfig.from_dict({**NetworkConfig().to_dict(), **json.loads(args.network)})
         model = MuscleModel(build_network(config), config, DEFAULT_PIXDIM_MM)
     network = model.network
-    val_cases = list(zip(range(10), phantom_cases((VAL_SEED,), ("wide", "stress"))))
-    val_cases = [case for _, case in val_cases]
-    best = mid_l3_dice(model, val_cases)
-    print(json.dumps({"step": 0, "val_mid_l3_dice": round(best, 4)}), flush=True)
-
+    val_cases = [case for _, case in zip(range(10), phantom_cases((VAL_SEED,), ("wide", "stress")))]
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps, args.warmup))
+    if run:
+        optimizer.load_state_dict(run["optimizer"])
+        schedule.load_state_dict(run["schedule"])
+        best_state = run["best_model"]
+        publish_atomically(best_state, work / "best.pt")  # the work folder may be new (another machine)
+    else:
+        dice = mid_l3_dice(model, val_cases)
+        run = {"step": 0, "best_val_dice": dice, "next_case_index": args.start_index, "val_curve": [[0, dice]],
+               "wall_seconds": 0.0, "cpu_seconds": 0.0, "settings": {k: getattr(args, k) for k in RUN_SETTINGS}}
+        best_state = copy.deepcopy(model.state())
+        print(json.dumps({"step": 0, "val_mid_l3_dice": round(dice, 4)}), flush=True)
+    print(json.dumps({"run": run["settings"], "from_step": run["step"], "next_case_index": run["next_case_index"]}),
+          flush=True)
+
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True)
-    batches = crop_batches(phantom_cases(TRAIN_SEEDS, args.variations.split(","), args.start_index),
-                           model.pixdim_mm, model.config.neighbour_slices, args.crop, args.crops_per_case,
-                           args.batch, seed=args.start_index)
-    start, losses = time.perf_counter(), []
-    for step, (image, label) in enumerate(batches, start=1):
+    position = {"next_case_index": run["next_case_index"]}
+    cases = counting(phantom_cases(TRAIN_SEEDS, args.variations.split(","), run["next_case_index"]), position)
+    batches = crop_batches(cases, model.pixdim_mm, model.config.neighbour_slices, args.crop, args.crops_per_case,
+                           args.batch, seed=run["next_case_index"])
+    session = wall = time.perf_counter()
+    cpu, losses = time.process_time(), []
+    for step, (image, label) in zip(range(run["step"] + 1, args.steps + 1), batches):
         network.train()
         optimizer.zero_grad()
         loss = loss_function(network(image), label)
@@ -98,17 +142,25 @@ def main() -> None:
         losses.append(float(loss))
         if step % args.log_every == 0:
             print(json.dumps({"step": step, "loss": round(float(np.mean(losses[-args.log_every:])), 4),
-                              "seconds": round(time.perf_counter() - start)}), flush=True)
+                              "lr": float(f"{schedule.get_last_lr()[0]:.3g}"),
+                              "session_s": round(time.perf_counter() - session)}), flush=True)
         if step % args.val_every == 0 or step == args.steps:
             dice = mid_l3_dice(model, val_cases)
-            state = {**model.state(), "val_mid_l3_dice": dice, "step": step}
-            publish_atomically(state, work / "latest.pt")
-            if dice > best:
-                best = dice
-                publish_atomically(state, work / "best.pt")
-            print(json.dumps({"step": step, "val_mid_l3_dice": round(dice, 4), "best": round(best, 4)}), flush=True)
-        if step == args.steps:
-            break
+            latest = {**model.state(), "val_mid_l3_dice": dice, "step": step}
+            publish_atomically(latest, work / "latest.pt")
+            if dice > run["best_val_dice"]:
+                best_state = copy.deepcopy(latest)
+                publish_atomically(best_state, work / "best.pt")
+            now_wall, now_cpu = time.perf_counter(), time.process_time()
+            run.update(step=step, best_val_dice=max(dice, run["best_val_dice"]), val_curve=run["val_curve"] + [[step, dice]],
+                       next_case_index=position["next_case_index"], model=model.state(), best_model=best_state,
+                       optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                       wall_seconds=run["wall_seconds"] + now_wall - wall, cpu_seconds=run["cpu_seconds"] + now_cpu - cpu)
+            wall, cpu = now_wall, now_cpu
+            publish_atomically(run, work / "state.pt")
+            print(json.dumps({"step": step, "val_mid_l3_dice": round(dice, 4), "best": round(run["best_val_dice"], 4),
+                              "next_case_index": run["next_case_index"], "wall_h": round(run["wall_seconds"] / 3600, 2),
+                              "cpu_h": round(run["cpu_seconds"] / 3600, 2)}), flush=True)
 
 
 if __name__ == "__main__":

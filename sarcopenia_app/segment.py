@@ -32,7 +32,11 @@ class MuscleModel:
 
 
 def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> MuscleModel:
-    state = torch.load(str(path), map_location=device, weights_only=True)
+    return model_from_state(torch.load(str(path), map_location=device, weights_only=True), device)
+
+
+def model_from_state(state: dict, device: Union[str, torch.device] = "cpu") -> MuscleModel:
+    """The model a `MuscleModel.state()` dict describes (a model file, or one kept inside a training state)."""
     config = NetworkConfig.from_dict(state["network_config"])
     network = build_network(config)
     network.load_state_dict(state["model"])
