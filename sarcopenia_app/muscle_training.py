@@ -61,15 +61,16 @@ def phantom_cases(seeds: Sequence[int], variations: Sequence[str], start_index: 
 
 def crop_batches(cases: Iterator, pixdim_mm: float, neighbours: int, crop_px: int, crops_per_case: int,
                  batch_size: int, seed: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-    """(image, label) batches; crops of several cases are shuffled together."""
+    """(image, label) batches; crops of several cases are shuffled together. Every crop is used
+    once and the pool stays under 2 batches plus one case's crops (crops are views that hold their
+    whole case in memory: a pool that grew by a case per batch ran a long training out of memory)."""
     transform = crop_transforms(neighbours, crop_px, crops_per_case)
     transform.set_random_state(seed=seed)
     rng = np.random.default_rng(seed)
     pool = []
     for case in cases:
         pool += transform(case_on_model_grid(case, pixdim_mm))
-        if len(pool) < 2 * batch_size:
-            continue
-        order = rng.permutation(len(pool))
-        take, pool = [pool[i] for i in order[:batch_size]], [pool[i] for i in order[batch_size:]]
-        yield torch.stack([t["image"] for t in take]), torch.stack([t["label"] for t in take])
+        while len(pool) >= 2 * batch_size:
+            order = rng.permutation(len(pool))
+            take, pool = [pool[i] for i in order[:batch_size]], [pool[i] for i in order[batch_size:]]
+            yield torch.stack([t["image"] for t in take]), torch.stack([t["label"] for t in take])
