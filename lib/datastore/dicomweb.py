@@ -190,10 +190,12 @@ class SarcopeniaDICOMwebDatastore(DICOMWebDatastore):
         self._init_from_datastore_file()
         info = LocalDatastore.get_image_info(self, image_id)
         if info and STUDY_FACT not in info:
-            found = self._client.search_for_series(search_filters={"SeriesInstanceUID": image_id})
-            if found:
-                self.update_image_info(image_id, self._dicom_info(image_id))
-                info = LocalDatastore.get_image_info(self, image_id)
+            try:
+                facts = self._dicom_info(image_id)  # one QIDO search
+            except IndexError:  # the series has left the PACS: keep what is known
+                return info
+            self.update_image_info(image_id, facts)
+            info = LocalDatastore.get_image_info(self, image_id)
         return info
 
     # --- labels --------------------------------------------------------------------------
