@@ -262,3 +262,12 @@ def test_cli_writes_a_stress_case_with_its_draws(tmp_path):
                      "--max-slices", "8", "--variation", "stress"]) == 0
     record = json.loads((tmp_path / "truth" / "ph00003_000.json").read_text())
     assert record["draws"]["variation_mode"] == "stress"
+
+
+def test_fat_streak_cut_at_its_tip_paints_without_nan():
+    """Case 214 of seed 5005 (stress) has a marbling streak whose tip lies on a slice to within
+    float32 precision: it once crashed a long training run with a NaN ellipse."""
+    with np.errstate(invalid="raise"):
+        case = generate_case(5005, 214, matrix=64, max_slices=12, variation="stress",
+                             acquisition_overrides={"coverage": "abdomen"})
+    assert np.isfinite(case.hu).all()

@@ -292,12 +292,14 @@ class IntramuscularFat:
         self.side = np.where(rng.random(n) < 0.5, -1.0, 1.0)
 
     def paint(self, canvas: Canvas, muscle: Ellipse, side: float) -> None:
-        sel = np.nonzero((np.abs(self.z - canvas.z) < self.half_height) & (self.side == side))[0]
+        # one array decides both which streaks cut this slice and their taper: comparing in float32
+        # and tapering in float64 once gave sqrt of a negative number (a NaN ellipse) at a streak's tip
+        reach = (self.z.astype(np.float64) - canvas.z) / self.half_height
+        sel = np.nonzero((np.abs(reach) < 1.0) & (self.side == side))[0]
         c, s = np.cos(muscle.angle_rad), np.sin(muscle.angle_rad)
         for k in sel:
             du, dv = self.u[k] * muscle.a, self.v[k] * muscle.b
-            taper = np.sqrt(1.0 - ((self.z[k] - canvas.z) / self.half_height[k]) ** 2)
-            r = float(self.r[k] * taper)
+            r = float(self.r[k] * np.sqrt(1.0 - reach[k] ** 2))
             x, y = muscle.cx + c * du - s * dv, muscle.cy + s * du + c * dv
             canvas.paint(Ellipse(x, y, r * 1.6, r * 0.7, angle_rad=muscle.angle_rad),
                          Tissue.FAT, Anatomy.INTERMUSCULAR_FAT,
