@@ -5,7 +5,8 @@ each vertebral body's middle (level/locator.py). A level is in view when its coo
 that integer inside the scan with a margin: a crossing within EDGE_ROWS of the scan's first or last
 row is the network extrapolating at the edge (the rule the L3 path applies to a cut L3 body), so
 that level is reported not in view, with the reason. It is measured on the slice nearest the
-crossing. A level's *segment* runs from half a level below to half a level above (its body and
+crossing, moved to the middle of its vertebral body where the locator's body head finds that body
+whole. A level's *segment* runs from half a level below to half a level above (its body and
 half of each neighbouring disc): segments tile the spine, so the L1-L5 volume is the muscle from
 the T12/L1 boundary to the L5/S1 boundary, reported only when both lie inside the scan (same margin).
 Only L3 has clinical cut-offs; the other levels are numbers for research and for scans without L3.
@@ -23,6 +24,7 @@ from .measurements import measure_slice
 
 MEASURED_LEVELS: Tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
 VOLUME_SPAN: Tuple[str, str] = ("L1", "L5")
+BODY_SNAP_LEVELS = 0.5  # a found body's middle must read nearer its own level than either neighbour's
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,38 @@ class LevelPosition:
         return self.lower is not None and self.upper is not None
 
 
-def _inner_crossing_slice(row_levels: np.ndarray, row_slices: np.ndarray, level: float) -> Optional[float]:
-    """Stored slice of the first crossing of `level` at least EDGE_ROWS inside the scan, or None."""
+def _inner_crossing_row(row_levels: np.ndarray, level: float) -> Optional[float]:
+    """Row of the first crossing of `level` at least EDGE_ROWS inside the scan, or None."""
     last = len(row_levels) - 1 - EDGE_ROWS
     rows = [r for r in crossings(row_levels, level) if EDGE_ROWS <= r <= last]
-    return float(np.interp(rows[0], np.arange(len(row_slices)), row_slices)) if rows else None
+    return rows[0] if rows else None
+
+
+def _body_runs(body_probability: np.ndarray) -> List[Tuple[int, int]]:
+    """[first, last] rows of each run of vertebral-body rows that lies wholly inside the scan."""
+    inside = np.concatenate([[False], body_probability > 0.5, [False]])
+    edges = np.flatnonzero(np.diff(inside.astype(int)))
+    runs = [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+    return [(a, b) for a, b in runs if a > 0 and b < len(body_probability) - 1]
+
+
+def _on_body_middle(row: float, level: float, row_levels: np.ndarray, body_probability: np.ndarray) -> float:
+    """`row` moved to the middle of the vertebral body it belongs to: the body head finds each body's
+    extent (its edges are the discs, a local sign), the level coordinate says which body it is. The
+    nearest whole body whose middle reads `level` within BODY_SNAP_LEVELS wins; without one (no
+    body head, a body cut by the scan's edge, a count that does not agree) the crossing stays."""
+    best, best_distance = row, np.inf
+    for first, last in _body_runs(body_probability):
+        weights = body_probability[first:last + 1]
+        centre = float(np.sum(np.arange(first, last + 1) * weights) / np.sum(weights))
+        reads = float(np.interp(centre, np.arange(len(row_levels)), row_levels))
+        if abs(reads - level) <= BODY_SNAP_LEVELS and abs(centre - row) < best_distance:
+            best, best_distance = centre, abs(centre - row)
+    return best
+
+
+def _as_slice(row: Optional[float], row_slices: np.ndarray) -> Optional[float]:
+    return None if row is None else float(np.interp(row, np.arange(len(row_slices)), row_slices))
 
 
 def _not_in_view_reason(row_levels: np.ndarray, name: str) -> str:
@@ -58,18 +87,24 @@ def _not_in_view_reason(row_levels: np.ndarray, name: str) -> str:
     return f"the middle of {name} is not in the scan"
 
 
-def level_positions(row_levels: Sequence[float], row_slices: Sequence[float]) -> Dict[str, LevelPosition]:
-    """Every measured level's middle and segment, from the locator's per-row level coordinate and
-    the stored slice index of each row."""
+def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
+                    row_body_probability: Sequence[float] = ()) -> Dict[str, LevelPosition]:
+    """Every measured level's middle and segment, from the locator's per-row level coordinate, the
+    stored slice index of each row and (locators with the body head) each row's vertebral-body
+    probability, which puts the middle on the body's middle."""
     levels, slices = np.asarray(row_levels, float), np.asarray(row_slices, float)
+    body = np.asarray(row_body_probability, float)
     flipped = len(slices) > 1 and slices[-1] < slices[0]  # stored slices run from head to feet
     found = {}
     for name in MEASURED_LEVELS:
         index = float(LEVEL_NAMES.index(name))
         # the coordinate grows towards the feet: index + 0.5 is the segment's inferior boundary
-        inferior, superior = (_inner_crossing_slice(levels, slices, index + side) for side in (0.5, -0.5))
+        inferior, superior = (_as_slice(_inner_crossing_row(levels, index + side), slices) for side in (0.5, -0.5))
         lower, upper = (superior, inferior) if flipped else (inferior, superior)
-        mid = _inner_crossing_slice(levels, slices, index)
+        mid_row = _inner_crossing_row(levels, index)
+        if mid_row is not None and len(body) == len(levels):
+            mid_row = _on_body_middle(mid_row, index, levels, body)
+        mid = _as_slice(mid_row, slices)
         found[name] = LevelPosition(name, mid, lower, upper, "" if mid is not None else _not_in_view_reason(levels, name))
     return found
 

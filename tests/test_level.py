@@ -107,7 +107,7 @@ def _decide(monkeypatch, levels, probability):
     rows = project(image).rows
     pad = lambda v, fill: np.concatenate([np.asarray(v, float), np.full(rows - len(v), fill)])  # noqa: E731
     monkeypatch.setattr(locator_module, "predict_rows",
-                        lambda *_: (pad(levels, levels[-1]), pad(probability, probability[-1])))
+                        lambda *_: (pad(levels, levels[-1]), pad(probability, probability[-1]), np.zeros(0)))
     return locate_l3(None, image), rows
 
 
@@ -142,3 +142,19 @@ def test_no_body_rows_but_a_level_crossing_inside_is_answered_with_the_doubt(mon
 def test_scan_without_l3_evidence_is_reported_without_l3(monkeypatch, levels):
     found, _ = _decide(monkeypatch, levels, np.full(ROWS, 0.05))
     assert not found.has_l3 and found.slice_index is None and "not in the field of view" in found.reason
+
+
+def test_adding_the_body_head_keeps_the_first_two_outputs():
+    """Fine-tuning a locator file without the body head starts from exactly its answers."""
+    from sarcopenia_app.level.locator import LocatorConfig
+    from sarcopenia_app.level.training import with_body_head
+
+    torch.manual_seed(0)
+    old = build_locator(LocatorConfig(channels=(4, 8, 16), body_head=False))
+    widened = with_body_head(old)
+    old.network.eval(), widened.network.eval()
+    projection = torch.randn(2, 2, 32, 48)
+    with torch.no_grad():
+        before, after = old.network(projection), widened.network(projection)
+    assert widened.config.body_head and after.shape == (2, 3, 48)
+    assert torch.allclose(before, after[:, :2], atol=1e-5)

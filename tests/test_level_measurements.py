@@ -32,6 +32,35 @@ def test_each_level_lies_where_its_coordinate_crosses_its_index_and_a_segment_sp
             ((mid_row - rows_per_level / 2) * 0.5, (mid_row + rows_per_level / 2) * 0.5), abs=1e-6)
 
 
+def _bodies(centres, half_rows: int = 9) -> np.ndarray:
+    """A body-head output: probability 0.95 on rows within half_rows of each centre, 0.05 elsewhere."""
+    rows = np.arange(ROWS)
+    return np.where(np.any([np.abs(rows - c) <= half_rows for c in centres], axis=0), 0.95, 0.05)
+
+
+def test_the_body_head_puts_a_drifting_level_on_its_body_middle_and_no_farther():
+    levels = coordinate(index("T10"), index("S1"))
+    rows_per_level = (ROWS - 1) / 8
+    true_mid = {name: (index("S1") - index(name)) * rows_per_level for name in ("L1", "L2", "L4")}
+    # the body head sees each body 5 rows (10 mm) below where the coordinate crosses its level
+    body = _bodies([round(row) - 5 for row in true_mid.values()])
+    positions = level_positions(levels, np.arange(ROWS, dtype=float), body)
+    for name, row in true_mid.items():
+        assert positions[name].mid_slice == pytest.approx(round(row) - 5, abs=0.01)
+    # levels without a whole body of their own keep the crossing (T12, L5: no body; L3 likewise)
+    assert positions["L5"].mid_slice == pytest.approx((index("S1") - index("L5")) * rows_per_level, abs=1e-6)
+    # a body that reads more than half a level off is another vertebra: not taken
+    far = _bodies([round(true_mid["L2"]) + 14])
+    assert level_positions(levels, np.arange(ROWS, dtype=float), far)["L2"].mid_slice == pytest.approx(true_mid["L2"], abs=1e-6)
+
+
+def test_a_body_cut_by_the_scans_edge_does_not_move_the_level():
+    levels = coordinate(index("L3") - 0.3, index("L5") + 0.4)
+    row = crossings(levels, index("L3"))[0]
+    body = _bodies([ROWS - 3])  # the run touches the last row
+    assert level_positions(levels, np.arange(ROWS, dtype=float), body)["L3"].mid_slice == pytest.approx(row, abs=1e-6)
+
+
 def test_a_level_whose_middle_is_not_scanned_is_not_in_view_and_a_cut_segment_has_no_volume():
     levels = coordinate(index("L2") + 0.3, index("L4") + 0.2)  # from just below L4's middle to above L2's
     positions = level_positions(levels, np.arange(ROWS, dtype=float))

@@ -2,7 +2,9 @@
 
 A small 2D network reads the coronal projection (`projection.py`) and predicts, for every 2 mm
 row along the scan, (a) a continuous vertebral level coordinate (T1 = 0 ... L3 = 14 ... S1 = 17,
-the integer at each vertebral body's middle) and (b) whether the row lies in the L3 body.
+the integer at each vertebral body's middle), (b) whether the row lies in the L3 body and, in
+locator files that have it, (c) whether the row lies in any vertebral body rather than a disc
+(used to put the other levels' slices on their bodies' middles: level_measurements.py).
 
 Convention: **mid-L3** is where the level coordinate crosses 14, the middle of the L3 vertebral
 body along the patient's axis; the slice reported is the scanned slice nearest to it. The
@@ -47,6 +49,7 @@ BODY_HALF_LEVEL = 0.45  # a vertebral body spans about +-0.45 level around its m
 class LocatorConfig:
     channels: Tuple[int, ...] = (8, 16, 32, 64, 128)
     res_units: int = 1
+    body_head: bool = True  # a third output: the row lies in a vertebral body (files before it: False)
 
     def to_dict(self) -> Dict:
         return asdict(self)
@@ -55,22 +58,28 @@ class LocatorConfig:
     def from_dict(cls, values: Dict) -> "LocatorConfig":
         values = dict(values)
         values["channels"] = tuple(values["channels"])
+        values.setdefault("body_head", False)
         return cls(**values)
+
+    @property
+    def outputs(self) -> int:
+        return 3 if self.body_head else 2
 
 
 class LevelNetwork(torch.nn.Module):
-    """UNet over the projection, averaged across columns: (B, 2, W, R) -> (B, 2, R) with channel 0
-    the level coordinate and channel 1 the L3-body logit of each row."""
+    """UNet over the projection, averaged across columns: (B, 2, W, R) -> (B, outputs, R) with
+    channel 0 the level coordinate, channel 1 the L3-body logit and channel 2 (if any) the
+    vertebral-body logit of each row."""
 
     def __init__(self, config: LocatorConfig):
         super().__init__()
-        self.unet = UNet(spatial_dims=2, in_channels=CHANNELS, out_channels=2, channels=config.channels,
+        self.unet = UNet(spatial_dims=2, in_channels=CHANNELS, out_channels=config.outputs, channels=config.channels,
                          strides=(2,) * (len(config.channels) - 1), num_res_units=config.res_units,
                          norm=Norm.INSTANCE)
 
     def forward(self, projection: torch.Tensor) -> torch.Tensor:
         out = self.unet(projection).mean(dim=2)
-        return torch.stack([out[:, 0] * LEVEL_SCALE + L3_LEVEL, out[:, 1]], dim=1)
+        return torch.cat([out[:, :1] * LEVEL_SCALE + L3_LEVEL, out[:, 1:]], dim=1)
 
 
 @dataclass
@@ -110,12 +119,14 @@ class L3Location:
     reason: str = ""
     row_levels: List[float] = field(default_factory=list, repr=False)  # per projection row
     row_l3_probability: List[float] = field(default_factory=list, repr=False)
+    row_body_probability: List[float] = field(default_factory=list, repr=False)  # empty: no body head
     row_slices: List[float] = field(default_factory=list, repr=False)  # stored (fractional) slice of each row
 
 
 def predict_rows(locator: LevelLocator, projection: Projection,
-                 device: Union[str, torch.device] = "cpu") -> Tuple[np.ndarray, np.ndarray]:
-    """(level coordinate, L3 probability) per projection row."""
+                 device: Union[str, torch.device] = "cpu") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(level coordinate, L3 probability, vertebral-body probability) per projection row; the last
+    is empty for a locator without the body head."""
     rows = projection.rows
     padded = int(np.ceil(rows / ROW_DIVISOR) * ROW_DIVISOR)
     image = np.zeros((1, CHANNELS, projection.image.shape[1], padded), np.float32)
@@ -123,7 +134,8 @@ def predict_rows(locator: LevelLocator, projection: Projection,
     locator.network.eval()
     with torch.no_grad():
         out = locator.network(torch.from_numpy(image).to(device))[0, :, :rows].cpu().numpy()
-    return out[0], 1.0 / (1.0 + np.exp(-out[1]))
+    probabilities = 1.0 / (1.0 + np.exp(-out[1:]))
+    return out[0], probabilities[0], probabilities[1] if len(probabilities) > 1 else np.zeros(0)
 
 
 def level_name(level: float) -> str:
@@ -154,12 +166,13 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}")
     projection = project(image_hu)
-    levels, probability = predict_rows(locator, projection, device)
+    levels, probability, body_probability = predict_rows(locator, projection, device)
     lowest, highest = np.percentile(levels, [95, 5])  # robust to the scan's edge rows
     seen = (level_name(lowest), level_name(highest))
     common = dict(convention=convention, index_axis=projection.stored_axis, levels_seen=seen,
                   row_levels=[round(float(v), 3) for v in levels],
                   row_l3_probability=[round(float(v), 3) for v in probability],
+                  row_body_probability=[round(float(v), 3) for v in body_probability],
                   row_slices=[round(float(projection.stored_slice(r)), 3) for r in range(projection.rows)])
     absent = f"L3 is not in the field of view: the scan covers about {seen[0]} to {seen[1]}"
     confident = _confident_body(levels, probability)

@@ -1,7 +1,7 @@
 """Training data and loop for the level locator: phantoms carry every vertebra's exact extent.
 
-A sample is a projection plus, per row, the true level coordinate and whether the row lies in the
-L3 body. Augmentation imitates what real scans vary in: coverage (random cuts along z, including
+A sample is a projection plus, per row, the true level coordinate, whether the row lies in the
+L3 body and whether it lies in any vertebral body (not a disc). Augmentation imitates what real scans vary in: coverage (random cuts along z, including
 cuts that remove L3 so that "not in the field of view" is learned, and cuts that end next to a
 measured level's middle so that the scan's edge rows read their level too), body size (z scaling),
 intensity and noise, side-to-side shifts and mirroring.
@@ -9,7 +9,7 @@ intensity and noise, side-to-side shifts and mirroring.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,7 +19,7 @@ from monai.data import MetaTensor
 
 from ..phantom.generate import PhantomCase
 from ..phantom.writer import stored_layout
-from .locator import L3_LEVEL, LEVEL_NAMES, LOWEST_TRAINED_LEVEL, ROW_DIVISOR, LevelLocator
+from .locator import L3_LEVEL, LEVEL_NAMES, LOWEST_TRAINED_LEVEL, ROW_DIVISOR, LevelLocator, build_locator
 from .projection import CHANNELS, ROW_MM, project
 
 
@@ -40,6 +40,7 @@ class LevelSample:
     image: np.ndarray  # (CHANNELS, W, R)
     level: np.ndarray  # (R,) level coordinate
     in_l3: np.ndarray  # (R,) 0/1
+    in_body: np.ndarray  # (R,) 0/1: the row lies in some vertebral body, not in a disc
 
 
 def level_coordinate(case: PhantomCase, z_anatomical_mm: np.ndarray) -> np.ndarray:
@@ -59,23 +60,26 @@ def phantom_sample(case: PhantomCase) -> LevelSample:
     z = case.z_anatomical_mm[0] + np.arange(projection.rows) * ROW_MM
     l3 = case.spine.by_name["L3"]
     in_l3 = ((z >= l3.z_bottom) & (z <= l3.z_top)).astype(np.float32)
-    return LevelSample(projection.image, level_coordinate(case, z).astype(np.float32), in_l3)
+    in_body = np.any([(z >= lv.z_bottom) & (z <= lv.z_top) for lv in case.spine.levels], axis=0).astype(np.float32)
+    return LevelSample(projection.image, level_coordinate(case, z).astype(np.float32), in_l3, in_body)
 
 
 def augment(sample: LevelSample, rows: int, rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
-    """A random view of `rows` rows: (image, level, in_l3, valid) with `valid` 0 on padding."""
-    image, level, in_l3 = sample.image, np.maximum(sample.level, LOWEST_TRAINED_LEVEL), sample.in_l3
+    """A random view of `rows` rows: (image, level, in_l3, in_body, valid) with `valid` 0 on padding."""
+    image, level = sample.image, np.maximum(sample.level, LOWEST_TRAINED_LEVEL)
     scale = rng.uniform(0.85, 1.15)  # patient size: stretch along z
     n = max(int(round(image.shape[-1] * scale)), 2)
     image = F.interpolate(torch.from_numpy(image)[None], size=(image.shape[1], n), mode="bilinear",
                           align_corners=True)[0].numpy()
     source = np.linspace(0, len(level) - 1, n)
     level = np.interp(source, np.arange(len(level)), level)
-    in_l3 = in_l3[np.rint(source).astype(int)]
+    nearest = np.rint(source).astype(int)
+    in_l3, in_body = sample.in_l3[nearest], sample.in_body[nearest]
     length = int(rng.integers(min(24, n), n + 1))  # coverage: any cut, L3 or not
     start = _edge_cut_start(level, length, rng) if rng.random() < EDGE_CUT_PROBABILITY else None
     start = int(rng.integers(0, n - length + 1)) if start is None else start
-    image, level, in_l3 = image[..., start:start + length], level[start:start + length], in_l3[start:start + length]
+    view = slice(start, start + length)
+    image, level, in_l3, in_body = image[..., view], level[view], in_l3[view], in_body[view]
     image = image * rng.uniform(0.8, 1.2, (CHANNELS, 1, 1)) + rng.normal(0, 0.03, image.shape)
     image = np.roll(image, int(rng.integers(-12, 13)), axis=1)
     if rng.random() < 0.5:
@@ -86,7 +90,7 @@ def augment(sample: LevelSample, rows: int, rng: np.random.Generator) -> Tuple[n
     valid = np.zeros(rows, np.float32)
     valid[:keep] = 1
     pad = lambda v: np.concatenate([v[:keep], np.zeros(rows - keep)]).astype(np.float32)  # noqa: E731
-    return out, pad(level), pad(in_l3), valid
+    return out, pad(level), pad(in_l3), pad(in_body), valid
 
 
 def _edge_cut_start(level: np.ndarray, length: int, rng: np.random.Generator) -> Optional[int]:
@@ -111,10 +115,12 @@ def batches(samples: Sequence[LevelSample], batch_size: int, rng: np.random.Gene
         yield [torch.from_numpy(np.stack(parts)) for parts in zip(*items)]
 
 
-def loss(prediction: torch.Tensor, level: torch.Tensor, in_l3: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Smooth-L1 on the level coordinate (in levels) plus BCE on the L3 rows, padding ignored.
-    Rows of the measured levels count double for the regression and rows near L3 triple: that is
-    where the answers are read."""
+def loss(prediction: torch.Tensor, level: torch.Tensor, in_l3: torch.Tensor, in_body: torch.Tensor,
+         valid: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 on the level coordinate (in levels) plus BCE on the L3 rows and, for a network
+    with the body head, BCE on the vertebral-body rows; padding ignored. Rows of the measured
+    levels count double for the regression and rows near L3 triple: that is where the answers
+    are read."""
     measured = (level >= MEASURED_SPAN[0]) & (level <= MEASURED_SPAN[1])
     near = 1.0 + measured.float() + (torch.abs(level - L3_LEVEL) < L3_NEAR_LEVELS).float()
     regression = F.smooth_l1_loss(prediction[:, 0], level, reduction="none", beta=REGRESSION_BETA) * near
@@ -122,17 +128,41 @@ def loss(prediction: torch.Tensor, level: torch.Tensor, in_l3: torch.Tensor, val
     pos_weight = ((valid.sum() - positive) / positive).clamp(1, MAX_POSITIVE_WEIGHT)
     classification = F.binary_cross_entropy_with_logits(prediction[:, 1], in_l3, reduction="none",
                                                         pos_weight=pos_weight)
+    if prediction.shape[1] > 2:
+        classification = classification + F.binary_cross_entropy_with_logits(prediction[:, 2], in_body, reduction="none")
     weight = valid.sum().clamp(min=1)
     return ((regression + classification) * valid).sum() / weight
+
+
+def with_body_head(locator: LevelLocator) -> LevelLocator:
+    """A locator with the vertebral-body head whose first two outputs are `locator`'s, to fine-tune
+    a file trained without that head: every weight is copied where the shapes overlap, and the new
+    output's channel feeds nothing the old outputs read (its input weights into them are zero)."""
+    if locator.config.body_head:
+        return locator
+    widened = build_locator(replace(locator.config, body_head=True))
+    old = locator.network.state_dict()
+    state = widened.network.state_dict()
+    for name, tensor in state.items():
+        source = old[name]
+        if source.shape == tensor.shape:
+            state[name] = source.clone()
+            continue
+        overlap = tuple(slice(0, min(a, b)) for a, b in zip(source.shape, tensor.shape))
+        tensor[overlap] = source[overlap]
+        if tensor.dim() == 4 and tensor.shape[0] == tensor.shape[1]:  # the last residual conv: out x in
+            tensor[:source.shape[0], source.shape[1]:] = 0.0
+    widened.network.load_state_dict(state)
+    return widened
 
 
 def train_epoch(locator: LevelLocator, samples: Sequence[LevelSample], optimizer: torch.optim.Optimizer,
                 rng: np.random.Generator, batch_size: int = 8, device: str = "cpu") -> float:
     locator.network.train()
     total, count = 0.0, 0
-    for image, level, in_l3, valid in batches(samples, batch_size, rng):
+    for image, *targets in batches(samples, batch_size, rng):
         optimizer.zero_grad()
-        value = loss(locator.network(image.to(device)), level.to(device), in_l3.to(device), valid.to(device))
+        value = loss(locator.network(image.to(device)), *(t.to(device) for t in targets))
         value.backward()
         optimizer.step()
         total, count = total + float(value), count + 1
