@@ -25,6 +25,7 @@ from .measurements import measure_slice
 MEASURED_LEVELS: Tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
 VOLUME_SPAN: Tuple[str, str] = ("L1", "L5")
 BODY_SNAP_LEVELS = 0.5  # a found body's middle must read nearer its own level than either neighbour's
+MAX_BODY_SPAN_LEVELS = 1.0  # a body covers about 0.75 level (the rest is disc): a longer run is two bodies
 
 
 @dataclass(frozen=True)
@@ -54,26 +55,34 @@ def _inner_crossing_row(row_levels: np.ndarray, level: float) -> Optional[float]
 
 
 def _body_runs(body_probability: np.ndarray) -> List[Tuple[int, int]]:
-    """[first, last] rows of each run of vertebral-body rows that lies wholly inside the scan."""
+    """[first, last] rows of each run of vertebral-body rows (probability above 0.5), bottom up."""
     inside = np.concatenate([[False], body_probability > 0.5, [False]])
     edges = np.flatnonzero(np.diff(inside.astype(int)))
-    runs = [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
-    return [(a, b) for a, b in runs if a > 0 and b < len(body_probability) - 1]
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def _on_body_middle(row: float, level: float, row_levels: np.ndarray, body_probability: np.ndarray) -> float:
-    """`row` moved to the middle of the vertebral body it belongs to: the body head finds each body's
-    extent (its edges are the discs, a local sign), the level coordinate says which body it is. The
-    nearest whole body whose middle reads `level` within BODY_SNAP_LEVELS wins; without one (no
-    body head, a body cut by the scan's edge, a count that does not agree) the crossing stays."""
-    best, best_distance = row, np.inf
-    for first, last in _body_runs(body_probability):
-        weights = body_probability[first:last + 1]
-        centre = float(np.sum(np.arange(first, last + 1) * weights) / np.sum(weights))
-        reads = float(np.interp(centre, np.arange(len(row_levels)), row_levels))
-        if abs(reads - level) <= BODY_SNAP_LEVELS and abs(centre - row) < best_distance:
-            best, best_distance = centre, abs(centre - row)
-    return best
+    """`row` moved to the middle of the vertebral body it lies in: the level coordinate picks the
+    body, the body head (whose run edges are the discs, a local sign) gives its middle. The body is
+    the run whose stretch between the middles of its neighbouring discs holds `row`. The crossing
+    stays where that body is cut by the scan's edge, spans more than MAX_BODY_SPAN_LEVELS (two
+    bodies the head did not separate: thick slices), or reads another level at its middle."""
+    runs = _body_runs(body_probability)
+    for i, (first, last) in enumerate(runs):
+        below = (runs[i - 1][1] + first) / 2 if i > 0 else -np.inf
+        above = (last + runs[i + 1][0]) / 2 if i + 1 < len(runs) else np.inf
+        if below <= row <= above:
+            break
+    else:
+        return row  # the body head found no body
+    if first == 0 or last == len(body_probability) - 1:
+        return row
+    reads = lambda r: float(np.interp(r, np.arange(len(row_levels)), row_levels))  # noqa: E731
+    weights = body_probability[first:last + 1]
+    centre = float(np.sum(np.arange(first, last + 1) * weights) / np.sum(weights))
+    if abs(reads(first) - reads(last)) > MAX_BODY_SPAN_LEVELS or abs(reads(centre) - level) > BODY_SNAP_LEVELS:
+        return row
+    return centre
 
 
 def _as_slice(row: Optional[float], row_slices: np.ndarray) -> Optional[float]:

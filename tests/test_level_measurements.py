@@ -54,6 +54,17 @@ def test_the_body_head_puts_a_drifting_level_on_its_body_middle_and_no_farther()
     assert level_positions(levels, np.arange(ROWS, dtype=float), far)["L2"].mid_slice == pytest.approx(true_mid["L2"], abs=1e-6)
 
 
+def test_two_bodies_the_head_did_not_separate_do_not_move_the_level():
+    """Thick slices blur the disc between two bodies into one run spanning more than a level."""
+    levels = coordinate(index("T10"), index("S1"))
+    rows_per_level = (ROWS - 1) / 8
+    l1, l2 = ((index("S1") - index(name)) * rows_per_level for name in ("L1", "L2"))
+    body = _bodies([(l1 + l2) / 2], half_rows=int(rows_per_level * 0.8))  # one run over L1 and L2
+    positions = level_positions(levels, np.arange(ROWS, dtype=float), body)
+    assert positions["L1"].mid_slice == pytest.approx(l1, abs=1e-6)
+    assert positions["L2"].mid_slice == pytest.approx(l2, abs=1e-6)
+
+
 def test_a_body_cut_by_the_scans_edge_does_not_move_the_level():
     levels = coordinate(index("L3") - 0.3, index("L5") + 0.4)
     row = crossings(levels, index("L3"))[0]
