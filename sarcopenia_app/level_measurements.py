@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .level.locator import EDGE_ROWS, LEVEL_NAMES, crossings
+from .level.locator import EDGE_ROWS, LEVEL_NAMES, MIN_COUNT_MM, crossings
+from .level.projection import ROW_MM
 from .measurements import measure_slice
 
 MEASURED_LEVELS: Tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
@@ -103,6 +104,10 @@ def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
     probability, which puts the middle on the body's middle."""
     levels, slices = np.asarray(row_levels, float), np.asarray(row_slices, float)
     body = np.asarray(row_body_probability, float)
+    length_mm = (len(levels) - 1) * ROW_MM
+    if length_mm < MIN_COUNT_MM:  # the count needs about two vertebrae of scan (level/locator.py)
+        reason = f"the scan covers only {length_mm:.0f} mm, too short to count vertebrae (at least {MIN_COUNT_MM:.0f} mm)"
+        return {name: LevelPosition(name, None, None, None, reason) for name in MEASURED_LEVELS}
     flipped = len(slices) > 1 and slices[-1] < slices[0]  # stored slices run from head to feet
     found = {}
     for name in MEASURED_LEVELS:

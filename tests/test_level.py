@@ -137,6 +137,20 @@ def test_no_body_rows_but_a_level_crossing_inside_is_answered_with_the_doubt(mon
     assert found.slice_index == round(29.5 * ROW_MM / 2.5)
 
 
+def test_a_stack_too_short_to_count_is_not_given_l3_by_the_count_alone(monkeypatch):
+    """20 slices of 2 mm (a real upper-abdomen stack at T11-T12 read "L3" this way): the level
+    count crossing L3 with no L3 body found is not an answer on 38 mm of scan."""
+    import sarcopenia_app.level.locator as locator_module
+
+    image = MetaTensor(_volume_with_marker(False, False)[..., 20:35].clone(), affine=_volume_with_marker(False, False).affine)
+    rows = project(image).rows
+    assert (rows - 1) * ROW_MM < locator_module.MIN_COUNT_MM
+    levels = np.linspace(15.0, 13.0, rows)
+    monkeypatch.setattr(locator_module, "predict_rows", lambda *_: (levels, np.full(rows, 0.05), np.zeros(0)))
+    found = locate_l3(None, image)
+    assert not found.has_l3 and "too short to count vertebrae" in found.reason
+
+
 @pytest.mark.parametrize("levels", [np.linspace(9.0, 12.5, ROWS)[::-1],  # chest: never reads 14
                                     np.linspace(14.05, 11.0, ROWS)])  # reads 14 only at its edge row
 def test_scan_without_l3_evidence_is_reported_without_l3(monkeypatch, levels):

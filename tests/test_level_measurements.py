@@ -164,3 +164,10 @@ def test_every_level_of_a_generated_abdomen_matches_its_truth(tmp_path):
         assert abs(levels[name]["slice_index"] - expected["mid_index"]) * truth["spacing_mm"][2] <= 10.0
         assert levels[name]["sma_cm2"] == pytest.approx(expected["sma_cm2"], rel=0.05)
         assert levels[name]["volume_cm3"] > 0
+
+
+def test_a_stack_too_short_to_count_has_no_level_in_view():
+    levels = np.linspace(index("L3") + 0.6, index("L3") - 0.6, 25)  # 48 mm of 2 mm rows across L3's middle
+    positions = level_positions(levels, np.arange(25, dtype=float))
+    assert not any(p.in_view for p in positions.values())
+    assert "too short to count vertebrae" in positions["L3"].reason

@@ -27,7 +27,7 @@ from monai.data import MetaTensor
 from monai.networks.layers import Norm
 from monai.networks.nets import UNet
 
-from .projection import CHANNELS, Projection, project
+from .projection import CHANNELS, ROW_MM, Projection, project
 
 LEVEL_NAMES: Tuple[str, ...] = tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"])
 L3_LEVEL = float(LEVEL_NAMES.index("L3"))
@@ -43,6 +43,9 @@ UNSURE_CONFIDENCE = 0.2  # an answer the two heads do not agree on: below MIN_CO
 UNSURE_LEVEL_TOLERANCE = 1.5  # the body head leads if the level head reads within this of L3's middle
 PEAK_MIN = 0.3  # the body head's peak must reach this to lead an unsure answer
 BODY_HALF_LEVEL = 0.45  # a vertebral body spans about +-0.45 level around its middle (the rest is disc)
+# the level count alone (no body recognised as L3) needs about two vertebrae of scan to count from: on a
+# 40 mm real stack at T11-T12 it read "L3" (docs/measurements.md)
+MIN_COUNT_MM = 60.0
 
 
 @dataclass(frozen=True)
@@ -180,8 +183,12 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
         (first, last), mid_row = confident
         confidence, reason = _confidence(probability[first:last + 1], _interpolate(levels, mid_row)), ""
     else:
-        unsure = _unsure_body(levels, probability)
+        length_mm = (projection.rows - 1) * ROW_MM
+        unsure = _unsure_body(levels, probability, count_allowed=length_mm >= MIN_COUNT_MM)
         if unsure is None:
+            if length_mm < MIN_COUNT_MM and _inner_crossings(levels):
+                absent = (f"L3 not found: no vertebral body was recognised as L3, and the scan covers only "
+                          f"{length_mm:.0f} mm, too short to count vertebrae (at least {MIN_COUNT_MM:.0f} mm)")
             return L3Location(False, _absence_confidence(levels), reason=absent, **common)
         (first, last), mid_row, doubt = unsure
         confidence = min(_confidence(probability[first:last + 1], _interpolate(levels, mid_row)), UNSURE_CONFIDENCE)
@@ -214,12 +221,12 @@ def _confident_body(levels: np.ndarray, probability: np.ndarray) -> Optional[Tup
     return run, mid_row
 
 
-def _unsure_body(levels: np.ndarray, probability: np.ndarray) -> Optional[Tuple[Tuple[int, int], float, str]]:
+def _unsure_body(levels: np.ndarray, probability: np.ndarray,
+                 count_allowed: bool = True) -> Optional[Tuple[Tuple[int, int], float, str]]:
     """When the heads do not agree, the best answer and its doubt, or None if neither head says
     L3's middle is in the scan. The L3-body head leads (on short scans without ribs or pelvis the
     level head drifts while the body head still finds the vertebra); the level head's crossing is
-    the last resort."""
-    rows = len(probability)
+    the last resort, and only on a scan long enough to count from (`count_allowed`)."""
     region = _peak_region(probability)
     if region is not None:
         first, last = region
@@ -227,12 +234,17 @@ def _unsure_body(levels: np.ndarray, probability: np.ndarray) -> Optional[Tuple[
         if abs(_interpolate(levels, mid_row) - L3_LEVEL) <= UNSURE_LEVEL_TOLERANCE:
             return region, mid_row, ("the L3 body was found but the level count does not confirm it as L3; "
                                      "the slice is the middle of the found body")
-    inner = [r for r in crossings(levels) if EDGE_ROWS <= r <= rows - 1 - EDGE_ROWS]
-    if inner:
+    inner = _inner_crossings(levels)
+    if inner and count_allowed:
         mid_row = max(inner, key=lambda r: _interpolate(probability, r))
         return _level_body_rows(levels, mid_row), mid_row, ("no vertebral body was recognised as L3; the slice is "
                                                             "where the level count reads mid-L3")
     return None
+
+
+def _inner_crossings(levels: np.ndarray) -> List[float]:
+    """Rows where the level coordinate crosses L3's middle at least EDGE_ROWS inside the scan."""
+    return [r for r in crossings(levels) if EDGE_ROWS <= r <= len(levels) - 1 - EDGE_ROWS]
 
 
 def _peak_region(probability: np.ndarray) -> Optional[Tuple[int, int]]:
