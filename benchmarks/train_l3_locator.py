@@ -3,7 +3,6 @@
     python benchmarks/train_l3_locator.py --epochs 80
     python benchmarks/train_l3_locator.py --epochs 30 --init model/l3_locator.pt --lr 7e-4 \
         --draws 4000:standard:300 4100:wide:100 4200:stress:60
-    python benchmarks/train_l3_locator.py --epochs 30 --init model/l3_locator.pt --lr 3e-3 --body-head-only
 
 Phantoms of seeds 4000, 4100 and 4200 (never used by the muscle model or the held-out evaluations:
 seeds 2000-2300, 3100, 3200), long scans (up to 400 slices) so that random cuts in training see
@@ -26,8 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sarcopenia_app.level.locator import build_locator, load_locator  # noqa: E402
-from sarcopenia_app.level.training import (LevelSample, freeze_all_but_body_head, phantom_sample,  # noqa: E402
-                                           train_epoch, with_body_head)
+from sarcopenia_app.level.training import LevelSample, phantom_sample, train_epoch, with_body_head  # noqa: E402
 from sarcopenia_app.phantom import generate_case  # noqa: E402
 from sarcopenia_app.publish import publish_atomically  # noqa: E402
 
@@ -63,8 +61,6 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/sarcopenia_l3_cache")
     parser.add_argument("--out", default=str(REPO / "model" / "l3_locator.pt"))
     parser.add_argument("--init", help="continue from this locator file instead of random weights")
-    parser.add_argument("--body-head-only", action="store_true",
-                        help="train only the vertebral-body head; the level and L3 answers of --init stay as they are")
     args = parser.parse_args()
     torch.manual_seed(0)
     cache = Path(args.cache)
@@ -75,10 +71,7 @@ def main() -> None:
     print(f"{len(samples)} projections ready in {time.perf_counter() - start:.0f} s", flush=True)
 
     locator = with_body_head(load_locator(args.init)) if args.init else build_locator()
-    if args.body_head_only:
-        optimizer = torch.optim.Adam(freeze_all_but_body_head(locator), lr=args.lr)
-    else:
-        optimizer = torch.optim.AdamW(locator.network.parameters(), lr=args.lr, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(locator.network.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs,
                                                    pct_start=0.1)
     rng = np.random.default_rng(0)

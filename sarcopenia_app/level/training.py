@@ -156,27 +156,6 @@ def with_body_head(locator: LevelLocator) -> LevelLocator:
     return widened
 
 
-BODY_OUTPUT = 2  # channel of the vertebral-body head
-
-
-def freeze_all_but_body_head(locator: LevelLocator) -> List[torch.nn.Parameter]:
-    """Make only the body head's own weights trainable (the last layers' slices that produce its
-    channel) and return those layers' parameters for an optimizer without weight decay. The level
-    coordinate and the L3 head then stay exactly what they were: the body head learns from the
-    network's existing features, so a locator already checked for L3 keeps its L3 answers."""
-    transposed, residual = locator.network.unet.model[2][0].conv, locator.network.unet.model[2][1].conv.unit0.conv
-    for parameter in locator.network.parameters():
-        parameter.requires_grad_(False)
-    masks = {transposed.weight: (slice(None), BODY_OUTPUT), transposed.bias: (BODY_OUTPUT,),
-             residual.weight: (BODY_OUTPUT,), residual.bias: (BODY_OUTPUT,)}
-    for parameter, own in masks.items():
-        keep = torch.zeros_like(parameter)
-        keep[own] = 1.0
-        parameter.requires_grad_(True)
-        parameter.register_hook(lambda grad, keep=keep: grad * keep)
-    return list(masks)
-
-
 def train_epoch(locator: LevelLocator, samples: Sequence[LevelSample], optimizer: torch.optim.Optimizer,
                 rng: np.random.Generator, batch_size: int = 8, device: str = "cpu") -> float:
     locator.network.train()
