@@ -45,7 +45,7 @@ from sarcopenia_app.transforms import DEFAULT_PIXDIM_MM  # noqa: E402
 
 TRAIN_SEEDS = tuple(range(5000, 5008))
 VAL_SEED = 5900
-RUN_SETTINGS = ("init", "network", "steps", "lr", "warmup", "batch", "crop", "crops_per_case", "variations")
+RUN_SETTINGS = ("init", "network", "steps", "lr", "warmup", "batch", "crop", "crops_per_case", "variations", "levels")
 
 
 def lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--crops-per-case", type=int, default=12)
     parser.add_argument("--variations", default="wide,wide,stress")
+    parser.add_argument("--levels", default="L3", help="levels the training stacks are centred on, in turn")
     parser.add_argument("--start-index", type=int, default=0, help="first case index of a new run")
     parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--log-every", type=int, default=25)
@@ -127,7 +128,8 @@ def main() -> None:
 
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True)
     position = {"next_case_index": run["next_case_index"]}
-    cases = counting(phantom_cases(TRAIN_SEEDS, args.variations.split(","), run["next_case_index"]), position)
+    cases = counting(phantom_cases(TRAIN_SEEDS, args.variations.split(","), run["next_case_index"],
+                                   levels=args.levels.split(",")), position)
     batches = crop_batches(cases, model.pixdim_mm, model.config.neighbour_slices, args.crop, args.crops_per_case,
                            args.batch, seed=run["next_case_index"])
     session = wall = time.perf_counter()

@@ -21,7 +21,7 @@ from .phantom import generate_case
 from .phantom.writer import stored_layout
 from .transforms import AnnotatedSliceWeightd, NeighbourSlicesd, augmentations, crop_to_body, to_model_grid, window_hu
 
-STACK_SLICES = 12  # slices per generated case: L3 and its neighbours
+STACK_SLICES = 12  # slices per generated case: a level (L3 unless asked) and its neighbours
 
 
 def case_on_model_grid(case, pixdim_mm: float) -> dict:
@@ -49,13 +49,18 @@ def crop_transforms(neighbours: int, crop_px: int, crops_per_case: int) -> Compo
 
 
 def phantom_cases(seeds: Sequence[int], variations: Sequence[str], start_index: int = 0,
-                  matrix: int = 512) -> Iterator:
-    """Endless cases that contain L3: seeds and variations in turn, indices counting up."""
+                  matrix: int = 512, levels: Sequence[str] = ("L3",)) -> Iterator:
+    """Endless short stacks, each around the middle of a level it contains: seeds, variations and
+    levels in turn, indices counting up. Stacks at L3 only teach L3: the app segments the whole
+    scan, and a run on L3 stacks alone lost accuracy at T12 and L5 (docs/segmentation.md)."""
+    level_turns = itertools.cycle(levels)
     for index in itertools.count(start_index):
         for seed, variation in zip(seeds, itertools.cycle(variations)):
+            level = next(level_turns)
+            coverage = "abdomen" if level == "L3" else "abdomen_pelvis"  # T10 to the pubis: T12..L5 all in
             case = generate_case(seed, index, matrix=matrix, max_slices=STACK_SLICES, variation=variation,
-                                 acquisition_overrides={"coverage": "abdomen"})
-            if case.l3_mid_index is not None:
+                                 acquisition_overrides={"coverage": coverage}, centre_level=level)
+            if case.level_mid_index(level) is not None:
                 yield case
 
 

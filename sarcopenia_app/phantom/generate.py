@@ -81,12 +81,12 @@ def _z_range(rng: np.random.Generator, coverage: str, spine: Spine, torso: Torso
 
 
 def _slice_positions(rng: np.random.Generator, top: float, bottom: float, spacing: float,
-                     max_slices: int, l3_mid: float) -> np.ndarray:
+                     max_slices: int, centre_mid: float) -> np.ndarray:
     n = int(round((top - bottom) / spacing)) + 1
     if n > max_slices:
         length = (max_slices - 1) * spacing
-        if bottom <= l3_mid <= top:  # keep L3 well inside a shorter scan
-            start = l3_mid - length * rng.uniform(0.3, 0.7)
+        if bottom <= centre_mid <= top:  # keep the centre level (L3 unless asked) well inside a shorter scan
+            start = centre_mid - length * rng.uniform(0.3, 0.7)
         else:
             start = rng.uniform(bottom, top - length)
         bottom, n = float(np.clip(start, bottom, top - length)), max_slices
@@ -96,9 +96,10 @@ def _slice_positions(rng: np.random.Generator, top: float, bottom: float, spacin
 def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int = 160,
                   patient_overrides: Optional[Dict[str, Any]] = None,
                   acquisition_overrides: Optional[Dict[str, Any]] = None,
-                  variation: Union[str, Variation] = "standard") -> PhantomCase:
+                  variation: Union[str, Variation] = "standard", centre_level: str = "L3") -> PhantomCase:
     """Case `index` of the series drawn from `seed`; the same arguments give the same voxels.
-    `variation` ("standard", "wide", "stress": variation.py) widens the draws; overrides still win."""
+    `variation` ("standard", "wide", "stress": variation.py) widens the draws; overrides still win.
+    A scan cut to `max_slices` keeps `centre_level` (default L3) well inside."""
     rng = np.random.default_rng([seed, index])
     extra_rng = variation_rng(seed, index)
     drawn = sample_variation(extra_rng, variation)
@@ -115,7 +116,7 @@ def generate_case(seed: int, index: int = 0, matrix: int = 512, max_slices: int 
 
     top, bottom = _z_range(rng, acquisition.coverage, spine, torso)
     z_slices = _slice_positions(rng, top, bottom, acquisition.slice_spacing_mm, max_slices,
-                                spine.by_name["L3"].z_mid)
+                                spine.by_name[centre_level].z_mid)
     imat = IntramuscularFat(rng, patient, (float(z_slices[0]) - 10, float(z_slices[-1]) + 10))
 
     # field of view: fit the widest section (and the arms), as a radiographer would
