@@ -67,7 +67,8 @@ METRICS = ("dice_slab", "dice_mid")
 
 def make_pools(data: Path, args) -> Dict[str, object]:
     """The target domain's unlabelled scans, labelled pool and validation datalist (written once)."""
-    sizes = {"unlabelled": (args.unlabelled, "none", None), "labelled": (2 * max(args.ks + [1]), "l3", max(args.ks + [1])),
+    pool = max(args.ks) + 4  # every seed draws its K from more than the largest K
+    sizes = {"unlabelled": (args.unlabelled, "none", None), "labelled": (2 * pool, "l3", pool),
              "validation": (2 * args.val_count, "l3", args.val_count)}
     for pool, (count, labels, labelled) in sizes.items():
         if not (data / pool).exists():  # draws without L3 get no label: draw more than needed
@@ -77,8 +78,8 @@ def make_pools(data: Path, args) -> Dict[str, object]:
               for pool in ("labelled", "validation")}
     return {"unlabelled": sorted(str(p) for p in (data / "unlabelled").glob("*.nii.gz")),
             "labelled": labels["labelled"],
-            "validation": [{"image": str(data / "validation" / n), "label": str(data / "validation" / "labels" / "final" / n)}
-                           for n in labels["validation"]]}
+            "validation": [{"image": str(data / "validation" / n),
+                            "label": str(data / "validation" / "labels" / "final" / n)} for n in labels["validation"]]}
 
 
 def finetune(datastore: Path, start: Optional[Path], validation: List[Dict], work: Path, seed: int, k: int,
@@ -114,7 +115,8 @@ def adapt(images: Sequence[str], shipped: MuscleModel, work: Path, seed: int, ar
     """Arm (c)'s first half: self-supervised pretraining on the unlabelled target scans, starting
     from the shipped weights; the encoder file it writes is a whole network (shipped output layers)."""
     settings = PretrainSettings(max_epochs=args.pretrain_epochs, crop_px=args.pretrain_crop_px, samples_per_volume=8,
-                                volumes_per_batch=2, cache_rate=1.0, seed=seed, checkpoint_every_steps=20, restart=True)
+                                volumes_per_batch=2, cache_rate=args.pretrain_cache_rate, seed=seed,
+                                checkpoint_every_steps=20, restart=True)
     cpu = time.process_time()
     summary = pretrain(images, shipped.config, shipped.pixdim_mm, work / "checkpoint.pt", work / "encoder.pt",
                        settings, start=shipped)
@@ -158,11 +160,13 @@ def markdown(summary: Dict[str, Dict]) -> str:
         return f"{entry['mean']:.3f}" + (f" ({entry['sd']:.3f})" if entry["sd"] is not None else "")
 
     names = [f"{x} - {y}" for x, y in DIFFERENCES]
-    lines = ["| K | " + " | ".join(ARMS) + " | " + " | ".join(names) + " |", "|---" * (1 + len(ARMS) + len(names)) + "|"]
+    lines = ["| K | " + " | ".join(ARMS) + " | " + " | ".join(names) + " |",
+             "|---" * (1 + len(ARMS) + len(names)) + "|"]
     for k, row in summary.items():
         diffs = [f"{cell(row['differences'][n])} [{', '.join(f'{v:+.3f}' for v in row['differences'][n]['per_seed'])}]"
                  if n in row["differences"] else "-" for n in names]
-        lines.append(f"| {k} | " + " | ".join(cell(row["arms"].get(a)) for a in ARMS) + " | " + " | ".join(diffs) + " |")
+        arms = [cell(row["arms"].get(a)) for a in ARMS]
+        lines.append(f"| {k} | " + " | ".join(arms + diffs) + " |")
     return "\n".join(lines)
 
 
@@ -176,7 +180,8 @@ def plot(runs: List[Dict], summary: Dict[str, Dict], ks: Sequence[int], seeds: S
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     table = medians(runs, "dice_slab")
     x_of = {k: i for i, k in enumerate(ks)}
-    for offset, (arm, colour) in zip((-0.15, -0.05, 0.05, 0.15), zip(ARMS, ("grey", "tab:orange", "tab:blue", "tab:green"))):
+    colours = ("grey", "tab:orange", "tab:blue", "tab:green")
+    for offset, (arm, colour) in zip((-0.15, -0.05, 0.05, 0.15), zip(ARMS, colours)):
         present = [k for k in ks if all((k, s, arm) in table for s in seeds)]
         values = np.array([[table[(k, s, arm)] for s in seeds] for k in present])
         if not present:
@@ -189,8 +194,8 @@ def plot(runs: List[Dict], summary: Dict[str, Dict], ks: Sequence[int], seeds: S
     left.set_xlabel("labelled target volumes (K)")
     left.set_ylabel("median Dice over the L3 body, target test set")
     left.legend(fontsize=8)
-    for offset, (name, colour) in zip((-0.1, 0.0, 0.1, 0.0), zip([f"{x} - {y}" for x, y in DIFFERENCES],
-                                                                 ("tab:orange", "tab:blue", "tab:green", "tab:purple"))):
+    colours = ("tab:orange", "tab:blue", "tab:green", "tab:purple")
+    for offset, (name, colour) in zip((-0.1, 0.0, 0.1, 0.0), zip([f"{x} - {y}" for x, y in DIFFERENCES], colours)):
         points = [(x_of[int(k)], row["differences"][name]) for k, row in summary.items() if name in row["differences"]]
         for x, entry in points:
             right.scatter([x + offset] * len(entry["per_seed"]), entry["per_seed"], color=colour, alpha=0.4, s=16)
@@ -223,8 +228,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--test-count", type=int, default=20, help="held-out target test draws")
     parser.add_argument("--pretrain-epochs", type=int, default=50)
     parser.add_argument("--pretrain-crop-px", type=int, default=96)
+    parser.add_argument("--pretrain-cache-rate", type=float, default=1.0,
+                        help="fraction of the unlabelled scans kept in memory on the model grid")
     parser.add_argument("--epochs", type=int, default=100, help="most fine-tuning epochs, every arm")
-    parser.add_argument("--patience", type=int, default=10, help="epochs without a better validation Dice before stopping")
+    parser.add_argument("--patience", type=int, default=10,
+                        help="epochs without a better validation Dice before stopping")
     parser.add_argument("--crop-px", type=int, default=224)
     parser.add_argument("--crops-per-epoch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4, help="fine-tuning lr from trained weights (b, c)")
@@ -250,10 +258,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         for k in [k for k in args.ks if k > 0]:
             names = sorted(np.random.default_rng(seed).choice(pools["labelled"], size=k, replace=False))
             datastore = subset_datastore(Path(args.data) / "labelled", names, work / f"ds_k{k}_s{seed}")
-            starts = {"fine_tuned": (Path(args.model), args.lr), "adapted": (Path(adaptation[seed]["encoder_path"]), args.lr),
-                      "scratch": (None, args.scratch_lr)}
+            starts = {"fine_tuned": (Path(args.model), args.lr),
+                      "adapted": (Path(adaptation[seed]["encoder_path"]), args.lr), "scratch": (None, args.scratch_lr)}
             for arm, (from_file, lr) in starts.items():
-                run = finetune(datastore, from_file, pools["validation"], work / f"ft_k{k}_s{seed}_{arm}", seed, k, lr, args)
+                run = finetune(datastore, from_file, pools["validation"], work / f"ft_k{k}_s{seed}_{arm}", seed, k,
+                               lr, args)
                 runs.append({"k": k, "seed": seed, "arm": arm, "volumes": names, **run})
                 print(f"K={k} seed={seed} {arm}: {run['epochs_run']} epochs (best {run['best_epoch']}, val Dice "
                       f"{run['val_dice']}), {run['cpu_s']} CPU-s", flush=True)
@@ -277,7 +286,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         print(f"\n## {metric}: median over test cases, mean (SD) over seeds; differences [per seed]\n\n"
               f"{markdown(summary[metric])}")
     settings = {k: v for k, v in vars(args).items() if k != "network"}
-    result = {"command": " ".join([Path(sys.executable).name, *(sys.argv if argv is None else ["benchmarks/new_site.py", *argv])]),
+    command = sys.argv if argv is None else ["benchmarks/new_site.py", *argv]
+    result = {"command": " ".join([Path(sys.executable).name, *command]),
               "args": settings, "site": NEW_SITE.describe(), "pool_seeds": SEEDS, "network": shipped.config.to_dict(),
               "pixdim_mm": shipped.pixdim_mm, "versions": {p: version(p) for p in ("torch", "monai", "monailabel")},
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, CPU", "summary": summary,

@@ -26,7 +26,8 @@ TINY = dict(matrix=64, max_slices=4)
 
 
 def test_the_new_site_is_far_from_every_standard_draw():
-    standard = [sample_acquisition(rng, sample_patient(rng)) for rng in (np.random.default_rng([3, i]) for i in range(300))]
+    rngs = (np.random.default_rng([3, i]) for i in range(300))
+    standard = [sample_acquisition(rng, sample_patient(rng)) for rng in rngs]
     assert max(a.noise_hu for a in standard) <= 40.0 < NEW_SITE.noise_hu[0]  # noisier than any standard scan
     assert {a.kernel for a in standard} == {"standard"} and NEW_SITE.kernel == "sharp"
     assert max(a.blur_mm for a in standard) > min(a.blur_mm for a in standard) >= 0.35 > NEW_SITE.blur_mm[1]
@@ -59,7 +60,8 @@ def test_the_benchmark_runs_and_arm_c_continues_from_the_shipped_weights(tmp_pat
         assert set(summary["0"]["arms"]) == {"shipped", "adapted"}
         assert set(summary["0"]["differences"]) == {"adapted - shipped"}
         assert set(summary["2"]["arms"]) == {"shipped", "fine_tuned", "adapted", "scratch"}
-        assert set(summary["2"]["differences"]) == {"fine_tuned - shipped", "adapted - fine_tuned", "scratch - fine_tuned"}
+        assert set(summary["2"]["differences"]) == {"fine_tuned - shipped", "adapted - fine_tuned",
+                                                    "scratch - fine_tuned"}
         for entry in summary["2"]["differences"].values():
             assert len(entry["per_seed"]) == 1 and entry["sd"] is None and -1.0 <= entry["mean"] <= 1.0
     arms = [(r["k"], r["arm"]) for r in result["runs"]]

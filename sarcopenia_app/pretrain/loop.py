@@ -6,9 +6,9 @@ undoing local shuffles: the network must learn what CT anatomy looks like to fil
 + `contrastive_weight` x NT-Xent contrastive loss between the two views' bottleneck embeddings
 (MONAI `ContrastiveLoss`: the encoder must map two corruptions of one crop close together and
 other crops apart). A run can start from a trained segmentation model (`start`: a hospital's
-shipped model, adapted to its own unlabelled scans) instead of random weights. The run length is `max_epochs` passes over the volumes; it continues from
-its checkpoint, so asking again with the same settings after a stop finishes the run, and asking
-with more epochs extends it.
+shipped model, adapted to its own unlabelled scans) instead of random weights. The run length is
+`max_epochs` passes over the volumes; it continues from its checkpoint, so asking again with the
+same settings after a stop finishes the run, and asking with more epochs extends it.
 """
 
 from __future__ import annotations
