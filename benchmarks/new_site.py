@@ -31,6 +31,7 @@ K = 0); their mean and SD over seeds. The pretraining compute of arm c is on top
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import shutil
@@ -97,6 +98,9 @@ def finetune(datastore: Path, start: Optional[Path], validation: List[Dict], wor
     cpu, wall = time.process_time(), time.perf_counter()
     stats = task(request, LocalDatastore(str(datastore), extensions=["*.nii.gz"], auto_reload=False))
     set_determinism(seed=None)
+    # the task's engines keep its cached volumes in reference cycles that big tensors rarely make the
+    # collector visit: ~1 GB per run at full size, the first smoke run ran out of memory after 25 runs
+    gc.collect()
     best = torch.load(publish, map_location="cpu", weights_only=True)
     return {"model": str(publish), "epochs_run": int(stats.get("epoch", 0)), "best_epoch": int(best["epoch"]),
             "val_dice": round(float(best["val_dice"]), 4), "cpu_s": round(time.process_time() - cpu, 1),
@@ -249,6 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     work, start = Path(args.work), time.perf_counter()
 
     pools = make_pools(Path(args.data), args)
+    timing = {"pools_wall_s": round(time.perf_counter() - start, 1)}
     print(f"pools ready: {len(pools['unlabelled'])} unlabelled, {len(pools['labelled'])} labelled, "
           f"{len(pools['validation'])} validation ({time.perf_counter() - start:.0f} s)", flush=True)
     runs: List[Dict] = [{"k": 0, "seed": s, "arm": "shipped", "model": args.model} for s in seeds]
@@ -276,11 +281,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     # strict loads: the adapted encoder file (arm c at K = 0) must be a whole network
     models = {f: shipped if f == args.model else load_model(f) for f in files}
     scores: Dict[str, List[Dict]] = {f: [] for f in files}
+    scoring = time.perf_counter()
     for case in held_out_cases(SEEDS["test"], args.test_count, variation=SITE, matrix=args.matrix,
                                max_slices=args.max_slices):
         for f, s in l3_dice(case, models).items():
             scores[f].append({"case": case.case_id, **s})
         print(f"scored {case.case_id}", flush=True)
+    timing.update(scoring_wall_s=round(time.perf_counter() - scoring, 1), models_scored=len(files))
     for r in runs:
         r["cases"] = scores[r["model"]]
 
@@ -294,7 +301,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
               "args": settings, "site": NEW_SITE.describe(), "pool_seeds": SEEDS, "network": shipped.config.to_dict(),
               "pixdim_mm": shipped.pixdim_mm, "versions": {p: version(p) for p in ("torch", "monai", "monailabel")},
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, CPU", "summary": summary,
-              "adaptation": adaptation, "runs": runs, "wall_s": round(time.perf_counter() - start, 1)}
+              "adaptation": adaptation, "runs": runs, "timing": timing,
+              "wall_s": round(time.perf_counter() - start, 1)}
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     plot(runs, summary["dice_slab"], args.ks, seeds, Path(args.plot), args.title)
     print(f"\nwall time {result['wall_s'] / 60:.1f} min; wrote {args.out} and {args.plot}")
