@@ -43,10 +43,10 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / denominator) if denominator else 1.0
 
 
-def held_out_cases(seed: int, count: int):
+def held_out_cases(seed: int, count: int, variation: str = "standard", matrix: int = 512, max_slices: int = 160):
     """Cases with L3 among `count` draws of `seed` (the others are reported and skipped)."""
     for index in range(count):
-        case = generate_case(seed, index)
+        case = generate_case(seed, index, matrix=matrix, max_slices=max_slices, variation=variation)
         if case.l3_mid_index is None:
             print(f"{case.case_id}: no L3 in the scan, skipped", flush=True)
             continue

@@ -77,11 +77,12 @@ def _pretrain(args: argparse.Namespace) -> int:
     if not images:
         print(f"no files matching {args.pattern} under {args.images}", file=sys.stderr)
         return 2
-    like = load_model(args.network_from)  # the network and grid to pretrain for; its weights are not used
+    like = load_model(args.network_from)  # the network and grid to pretrain for
     work = Path(args.work)
     summary = pretrain(images, like.config, like.pixdim_mm, work / "checkpoint.pt",
                        Path(args.encoder or work / "muscle_seg_encoder.pt"),
-                       PretrainSettings.from_request(vars(args)), device=args.device)
+                       PretrainSettings.from_request(vars(args)), device=args.device,
+                       start=like if args.start_from_weights else None)
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
     return 0
 
@@ -96,7 +97,9 @@ def _add_pretrain_parser(sub) -> None:
     pre.add_argument("--images", required=True, help="folder of CT volumes (its subfolders, e.g. a datastore's labels/, are not searched)")
     pre.add_argument("--pattern", default="*.nii.gz", help="file name pattern of the volumes (default *.nii.gz)")
     pre.add_argument("--network-from", default=str(Path(__file__).resolve().parents[1] / "model" / "muscle_seg.pt"),
-                     help="model file whose network and grid are pretrained (its weights are not used)")
+                     help="model file whose network and grid are pretrained (its weights only with --start-from-weights)")
+    pre.add_argument("--start-from-weights", action="store_true",
+                     help="start from --network-from's weights (a shipped model adapted to this site's scans), not random ones")
     pre.add_argument("--work", required=True, help="folder of the checkpoint (WORK/checkpoint.pt)")
     pre.add_argument("--encoder", help="encoder file to write (default WORK/muscle_seg_encoder.pt); the server's "
                                        "/train/muscle_seg with init=encoder reads model/muscle_seg_encoder.pt")

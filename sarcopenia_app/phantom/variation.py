@@ -25,8 +25,9 @@ from scipy import ndimage
 from .canvas import Canvas, Capsule, Ellipse
 from .labels import Anatomy, Tissue
 from .patient import Acquisition, Patient
+from .site import SITES
 
-VARIATIONS = ("standard", "wide", "stress")
+VARIATIONS = ("standard", "wide", "stress", *SITES)  # a site's name: that site's fixed draws (site.py)
 WIDE_SLICE_SPACINGS_MM = (0.5, 0.625, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 ARM_POSES = ("standard", "one_down", "on_belly", "against_body")
 STREAKS = 14  # streaks radiating from metal per slice
@@ -67,6 +68,8 @@ def sample_variation(rng: np.random.Generator, mode: Union[str, Variation]) -> V
         raise ValueError(f"variation must be one of {VARIATIONS}, not {mode!r}")
     if mode == "standard":
         return Variation()
+    if mode in SITES:
+        return Variation(mode=mode, **SITES[mode].variation_draws(rng))
     stress = mode == "stress"
 
     def chance(p_wide: float) -> bool:
@@ -96,6 +99,8 @@ def vary_patient(rng: np.random.Generator, patient: Patient, variation: Variatio
     """Atrophic, fatty and thin patients beyond the standard population's range."""
     if variation.mode == "standard":
         return patient
+    if variation.mode in SITES:
+        return SITES[variation.mode].patient(rng, patient)
     stress = variation.mode == "stress"
     muscle, muscle_hu, fat_mm, weight = patient.muscle_scale, patient.muscle_hu, patient.subcutaneous_fat_mm, patient.weight_kg
     if rng.random() < (0.5 if stress else 0.15):  # atrophic
@@ -116,6 +121,8 @@ def vary_acquisition(rng: np.random.Generator, acquisition: Acquisition, patient
     """Reconstruction kernel, dose and slice spacing from a wider range."""
     if variation.mode == "standard":
         return acquisition
+    if variation.mode in SITES:
+        return SITES[variation.mode].acquisition(rng, acquisition)
     stress = variation.mode == "stress"
     kernel = str(rng.choice(("soft", "standard", "sharp"), p=(0.4, 0.2, 0.4) if stress else (0.25, 0.5, 0.25)))
     dose = rng.uniform(0.4, 2.6) if stress else rng.uniform(0.6, 1.8)  # noise factor: > 1 is low dose

@@ -9,6 +9,8 @@ version, never half of one:
 - the encoder file for the segmentation train task (`init: encoder`): the segmentation network's
   own tensor names, holding only the tensors that fit it (see `segmentation_weights`), plus the
   names of those that did not, the network config and the grid spacing it was pretrained on.
+  A run that started from a segmentation model also carries that model's tensors the twin cannot
+  hold (its output layers, `from_start`): the file is then a whole segmentation network.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
@@ -61,9 +63,13 @@ def resume(path: Union[str, Path], model: SelfSupervisedNet, optimizer: torch.op
 
 
 def write_encoder(path: Union[str, Path], model: SelfSupervisedNet, config: NetworkConfig, pixdim_mm: float,
-                  progress: Progress) -> Dict[str, Any]:
-    """The segmentation network's starting point; returns what was kept and skipped."""
+                  progress: Progress, start: Optional[Mapping[str, torch.Tensor]] = None) -> Dict[str, Any]:
+    """The segmentation network's starting point; returns what was kept, skipped and taken from
+    `start` (the segmentation model the run started from, if any)."""
     kept, skipped = segmentation_weights(model.twin.state_dict(), config)
-    publish_atomically({"model": kept, "skipped": skipped, "network_config": config.to_dict(),
-                        "pixdim_mm": pixdim_mm, "pretraining_step": progress.step}, path)
-    return {"tensors_kept": len(kept), "skipped": skipped}
+    from_start = sorted(set(start or {}) - set(kept))
+    weights = {**{name: start[name] for name in from_start}, **kept}
+    publish_atomically({"model": weights, "skipped": skipped, "from_start": from_start,
+                        "network_config": config.to_dict(), "pixdim_mm": pixdim_mm,
+                        "pretraining_step": progress.step}, path)
+    return {"tensors_kept": len(kept), "skipped": skipped, "from_start": from_start}

@@ -5,9 +5,10 @@ Loss per batch of crops = L1 reconstruction of both corrupted views (inpainting 
 undoing local shuffles: the network must learn what CT anatomy looks like to fill them in)
 + `contrastive_weight` x NT-Xent contrastive loss between the two views' bottleneck embeddings
 (MONAI `ContrastiveLoss`: the encoder must map two corruptions of one crop close together and
-other crops apart). The run length is `max_epochs` passes over the volumes; it continues from
-its checkpoint, so asking again with the same settings after a stop finishes the run, and asking
-with more epochs extends it.
+other crops apart). A run can start from a trained segmentation model (`start`: a hospital's
+shipped model, adapted to its own unlabelled scans) instead of random weights. The run length is
+`max_epochs` passes over the volumes; it continues from its checkpoint, so asking again with the
+same settings after a stop finishes the run, and asking with more epochs extends it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from monai.losses import ContrastiveLoss
 from monai.transforms import Compose
 
 from ..network import NetworkConfig
+from ..segment import MuscleModel
 from .checkpoint import Progress, resume, save_checkpoint, write_encoder
-from .model import SelfSupervisedNet
+from .model import SelfSupervisedNet, start_from_segmentation
 from .views import VIEWS, crops, target_key, two_views, volume_on_model_grid
 
 logger = logging.getLogger(__name__)
@@ -94,19 +96,25 @@ def learning_rate(step: int, total_steps: int, lr: float) -> float:
 
 def pretrain(images: Sequence[Union[str, Path]], config: NetworkConfig, pixdim_mm: float,
              checkpoint_path: Union[str, Path], encoder_path: Union[str, Path],
-             settings: PretrainSettings = PretrainSettings(), device: Union[str, torch.device] = "cpu"
-             ) -> Dict[str, Any]:
+             settings: PretrainSettings = PretrainSettings(), device: Union[str, torch.device] = "cpu",
+             start: Optional[MuscleModel] = None) -> Dict[str, Any]:
     """Pretrain on `images` (CT files, labelled or not), continuing from `checkpoint_path` if it
-    exists; writes the checkpoint every `checkpoint_every_steps` and at the end, and the encoder
-    file for the segmentation network with it. Returns a summary of the run."""
+    exists, else from `start`'s weights if given, else from random ones; writes the checkpoint
+    every `checkpoint_every_steps` and at the end, and the encoder file for the segmentation
+    network with it (with `start`'s output layers). Returns a summary of the run."""
     if not images:
         raise ValueError("pretraining needs at least one image")
+    if start is not None and (start.config != config or start.pixdim_mm != pixdim_mm):
+        raise ValueError(f"start model is {start.config.to_dict()} at {start.pixdim_mm} mm, not "
+                         f"{config.to_dict()} at {pixdim_mm} mm")
+    start_state = {k: v.detach().cpu().clone() for k, v in start.network.state_dict().items()} if start else None
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     model = SelfSupervisedNet(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
     progress = None if settings.restart else resume(checkpoint_path, model, optimizer, config, pixdim_mm)
     resumed_from = progress.step if progress else None
+    started_from = start_from_segmentation(model, start_state) if start_state and progress is None else []
     progress = progress or Progress()
 
     transforms = sample_transforms(config, pixdim_mm, settings)
@@ -120,7 +128,7 @@ def pretrain(images: Sequence[Union[str, Path]], config: NetworkConfig, pixdim_m
     logger.info(f"Pretraining on {len(images)} volumes: step {progress.step} of {total_steps}"
                 + (f" (resumed from {checkpoint_path})" if resumed_from is not None else ""))
 
-    start, transfer, interval = time.perf_counter(), None, []
+    began, transfer, interval = time.perf_counter(), None, []
     model.train()
     while progress.step < total_steps:
         for batch in loader:
@@ -140,11 +148,12 @@ def pretrain(images: Sequence[Union[str, Path]], config: NetworkConfig, pixdim_m
                                                                      for name in interval[0]}})
                 interval = []
                 save_checkpoint(checkpoint_path, model, optimizer, progress, config, pixdim_mm, total_steps)
-                transfer = write_encoder(encoder_path, model, config, pixdim_mm, progress)
+                transfer = write_encoder(encoder_path, model, config, pixdim_mm, progress, start_state)
                 logger.info(f"step {progress.step}/{total_steps}: {progress.history[-1]}")
     if transfer is None:  # nothing left to do: still hand over the encoder of the finished run
-        transfer = write_encoder(encoder_path, model, config, pixdim_mm, progress)
+        transfer = write_encoder(encoder_path, model, config, pixdim_mm, progress, start_state)
     logger.info(f"Encoder {encoder_path}: {transfer['tensors_kept']} tensors kept, skipped: {transfer['skipped']}")
     return {"step": progress.step, "total_steps": total_steps, "resumed_from": resumed_from,
+            "tensors_from_start_model": len(started_from),
             "history": progress.history, "encoder_path": str(encoder_path), "checkpoint_path": str(checkpoint_path),
-            "seconds": round(time.perf_counter() - start, 1), **transfer}
+            "seconds": round(time.perf_counter() - began, 1), **transfer}

@@ -74,6 +74,14 @@ class SelfSupervisedNet(nn.Module):
         return reconstruction, self.projection(pooled)
 
 
+def start_from_segmentation(model: SelfSupervisedNet, segmentation_state: Mapping[str, torch.Tensor]) -> List[str]:
+    """Put a trained segmentation network's tensors into the twin (every one that fits: all but the
+    output layers), so that pretraining continues from a shipped model instead of random weights.
+    Returns the names loaded."""
+    _, loaded, _ = copy_model_state(model.twin, dict(segmentation_state))
+    return sorted(loaded)
+
+
 def segmentation_weights(twin_state: Mapping[str, torch.Tensor], config: NetworkConfig
                          ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """The twin's tensors that fit the segmentation network of `config` (same name, same shape):
