@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from eval_muscle import held_out_cases  # noqa: E402
 from lib.trainers.muscle_seg import MuscleSegTrain  # noqa: E402
 from monailabel.datastore.local import LocalDatastore  # noqa: E402
-from pretrain_label_efficiency import l3_dice, subset_datastore  # noqa: E402
+from pretrain_label_efficiency import l3_dice, per_run_medians, subset_datastore  # noqa: E402
 
 from sarcopenia_app.phantom import write_dataset  # noqa: E402
 from sarcopenia_app.phantom.site import NEW_SITE  # noqa: E402
@@ -132,10 +132,6 @@ def adapt(images: Sequence[str], shipped: MuscleModel, work: Path, seed: int, ar
                                               for n in encoder["from_start"])}
 
 
-def medians(runs: List[Dict], metric: str) -> Dict[tuple, float]:
-    return {(r["k"], r["seed"], r["arm"]): float(np.median([c[metric] for c in r["cases"]])) for r in runs}
-
-
 def mean_sd(values: np.ndarray) -> Dict[str, Optional[float]]:
     return {"mean": round(float(values.mean()), 4),
             "sd": round(float(values.std(ddof=1)), 4) if len(values) > 1 else None}
@@ -144,7 +140,7 @@ def mean_sd(values: np.ndarray) -> Dict[str, Optional[float]]:
 def summarise(runs: List[Dict], ks: Sequence[int], seeds: Sequence[int], metric: str) -> Dict[str, Dict]:
     """Per K: each arm's mean (SD) over seeds of its per-run median, and each paired difference
     per seed with its mean (SD)."""
-    table = medians(runs, metric)
+    table = per_run_medians(runs, metric)
     out = {}
     for k in ks:
         arms = {arm: np.array([table[(k, s, arm)] for s in seeds]) for arm in ARMS
@@ -182,7 +178,7 @@ def plot(runs: List[Dict], summary: Dict[str, Dict], ks: Sequence[int], seeds: S
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    table = medians(runs, "dice_slab")
+    table = per_run_medians(runs, "dice_slab")
     x_of = {k: i for i, k in enumerate(ks)}
     colours = ("grey", "tab:orange", "tab:blue", "tab:green")
     for offset, (arm, colour) in zip((-0.15, -0.05, 0.05, 0.15), zip(ARMS, colours)):

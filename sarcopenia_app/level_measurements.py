@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .level.locator import EDGE_ROWS, LEVEL_NAMES, MIN_COUNT_MM, crossings
-from .level.projection import ROW_MM
+from .level.locator import (EDGE_ROWS, LEVEL_NAMES, crossings, inner_crossings, probable_runs, too_short_to_count,
+                            value_at, weighted_centre)
 from .measurements import measure_slice
 
 MEASURED_LEVELS: Tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
@@ -50,16 +50,8 @@ class LevelPosition:
 
 def _inner_crossing_row(row_levels: np.ndarray, level: float) -> Optional[float]:
     """Row of the first crossing of `level` at least EDGE_ROWS inside the scan, or None."""
-    last = len(row_levels) - 1 - EDGE_ROWS
-    rows = [r for r in crossings(row_levels, level) if EDGE_ROWS <= r <= last]
+    rows = inner_crossings(row_levels, level)
     return rows[0] if rows else None
-
-
-def _body_runs(body_probability: np.ndarray) -> List[Tuple[int, int]]:
-    """[first, last] rows of each run of vertebral-body rows (probability above 0.5), bottom up."""
-    inside = np.concatenate([[False], body_probability > 0.5, [False]])
-    edges = np.flatnonzero(np.diff(inside.astype(int)))
-    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def _on_body_middle(row: float, level: float, row_levels: np.ndarray, body_probability: np.ndarray) -> float:
@@ -68,7 +60,7 @@ def _on_body_middle(row: float, level: float, row_levels: np.ndarray, body_proba
     the run whose stretch between the middles of its neighbouring discs holds `row`. The crossing
     stays where that body is cut by the scan's edge, spans more than MAX_BODY_SPAN_LEVELS (two
     bodies the head did not separate: thick slices), or reads another level at its middle."""
-    runs = _body_runs(body_probability)
+    runs = probable_runs(body_probability)
     for i, (first, last) in enumerate(runs):
         below = (runs[i - 1][1] + first) / 2 if i > 0 else -np.inf
         above = (last + runs[i + 1][0]) / 2 if i + 1 < len(runs) else np.inf
@@ -78,10 +70,9 @@ def _on_body_middle(row: float, level: float, row_levels: np.ndarray, body_proba
         return row  # the body head found no body
     if first == 0 or last == len(body_probability) - 1:
         return row
-    reads = lambda r: float(np.interp(r, np.arange(len(row_levels)), row_levels))  # noqa: E731
-    weights = body_probability[first:last + 1]
-    centre = float(np.sum(np.arange(first, last + 1) * weights) / np.sum(weights))
-    if abs(reads(first) - reads(last)) > MAX_BODY_SPAN_LEVELS or abs(reads(centre) - level) > BODY_SNAP_LEVELS:
+    centre = weighted_centre(body_probability, first, last)
+    span = abs(value_at(row_levels, first) - value_at(row_levels, last))
+    if span > MAX_BODY_SPAN_LEVELS or abs(value_at(row_levels, centre) - level) > BODY_SNAP_LEVELS:
         return row
     return centre
 
@@ -104,10 +95,9 @@ def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
     probability, which puts the middle on the body's middle."""
     levels, slices = np.asarray(row_levels, float), np.asarray(row_slices, float)
     body = np.asarray(row_body_probability, float)
-    length_mm = (len(levels) - 1) * ROW_MM
-    if length_mm < MIN_COUNT_MM:  # the count needs about two vertebrae of scan (level/locator.py)
-        reason = f"the scan covers only {length_mm:.0f} mm, too short to count vertebrae (at least {MIN_COUNT_MM:.0f} mm)"
-        return {name: LevelPosition(name, None, None, None, reason) for name in MEASURED_LEVELS}
+    too_short = too_short_to_count(len(levels))
+    if too_short:  # the count needs about two vertebrae of scan (level/locator.py)
+        return {name: LevelPosition(name, None, None, None, too_short) for name in MEASURED_LEVELS}
     flipped = len(slices) > 1 and slices[-1] < slices[0]  # stored slices run from head to feet
     found = {}
     for name in MEASURED_LEVELS:

@@ -181,17 +181,16 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
     confident = _confident_body(levels, probability)
     if confident is not None:
         (first, last), mid_row = confident
-        confidence, reason = _confidence(probability[first:last + 1], _interpolate(levels, mid_row)), ""
+        confidence, reason = _confidence(probability[first:last + 1], value_at(levels, mid_row)), ""
     else:
-        length_mm = (projection.rows - 1) * ROW_MM
-        unsure = _unsure_body(levels, probability, count_allowed=length_mm >= MIN_COUNT_MM)
+        too_short = too_short_to_count(projection.rows)
+        unsure = _unsure_body(levels, probability, count_allowed=too_short is None)
         if unsure is None:
-            if length_mm < MIN_COUNT_MM and _inner_crossings(levels):
-                absent = (f"L3 not found: no vertebral body was recognised as L3, and the scan covers only "
-                          f"{length_mm:.0f} mm, too short to count vertebrae (at least {MIN_COUNT_MM:.0f} mm)")
+            if too_short and inner_crossings(levels):
+                absent = f"L3 not found: no vertebral body was recognised as L3, and {too_short}"
             return L3Location(False, _absence_confidence(levels), reason=absent, **common)
         (first, last), mid_row, doubt = unsure
-        confidence = min(_confidence(probability[first:last + 1], _interpolate(levels, mid_row)), UNSURE_CONFIDENCE)
+        confidence = min(_confidence(probability[first:last + 1], value_at(levels, mid_row)), UNSURE_CONFIDENCE)
         reason = f"L3 uncertain: {doubt}"
     row = first if convention == "inferior_endplate" else mid_row
     slice_index = int(np.clip(np.rint(projection.stored_slice(row)), 0, projection.n_slices - 1))
@@ -210,13 +209,13 @@ def _confident_body(levels: np.ndarray, probability: np.ndarray) -> Optional[Tup
         return None
     first, last = run
     if first > 0 and last < len(probability) - 1:
-        mid_row = _weighted_centre(probability, first, last)
+        mid_row = weighted_centre(probability, first, last)
     else:
         near = [r for r in crossings(levels) if first - 1 <= r <= last + 1]
         if not near:
             return None
         mid_row = near[0]
-    if abs(_interpolate(levels, mid_row) - L3_LEVEL) > LEVEL_TOLERANCE:
+    if abs(value_at(levels, mid_row) - L3_LEVEL) > LEVEL_TOLERANCE:
         return None
     return run, mid_row
 
@@ -230,21 +229,30 @@ def _unsure_body(levels: np.ndarray, probability: np.ndarray,
     region = _peak_region(probability)
     if region is not None:
         first, last = region
-        mid_row = _weighted_centre(probability, first, last)
-        if abs(_interpolate(levels, mid_row) - L3_LEVEL) <= UNSURE_LEVEL_TOLERANCE:
+        mid_row = weighted_centre(probability, first, last)
+        if abs(value_at(levels, mid_row) - L3_LEVEL) <= UNSURE_LEVEL_TOLERANCE:
             return region, mid_row, ("the L3 body was found but the level count does not confirm it as L3; "
                                      "the slice is the middle of the found body")
-    inner = _inner_crossings(levels)
+    inner = inner_crossings(levels)
     if inner and count_allowed:
-        mid_row = max(inner, key=lambda r: _interpolate(probability, r))
+        mid_row = max(inner, key=lambda r: value_at(probability, r))
         return _level_body_rows(levels, mid_row), mid_row, ("no vertebral body was recognised as L3; the slice is "
                                                             "where the level count reads mid-L3")
     return None
 
 
-def _inner_crossings(levels: np.ndarray) -> List[float]:
-    """Rows where the level coordinate crosses L3's middle at least EDGE_ROWS inside the scan."""
-    return [r for r in crossings(levels) if EDGE_ROWS <= r <= len(levels) - 1 - EDGE_ROWS]
+def inner_crossings(levels: np.ndarray, level: float = L3_LEVEL) -> List[float]:
+    """Rows where the level coordinate crosses `level` (L3's middle by default) at least EDGE_ROWS
+    inside the scan: a crossing in the edge rows is the network extrapolating, not evidence."""
+    return [r for r in crossings(levels, level) if EDGE_ROWS <= r <= len(levels) - 1 - EDGE_ROWS]
+
+
+def too_short_to_count(rows: int) -> Optional[str]:
+    """Why a scan of `rows` projection rows is too short to count vertebrae on, or None."""
+    length_mm = (rows - 1) * ROW_MM
+    if length_mm >= MIN_COUNT_MM:
+        return None
+    return f"the scan covers only {length_mm:.0f} mm, too short to count vertebrae (at least {MIN_COUNT_MM:.0f} mm)"
 
 
 def _peak_region(probability: np.ndarray) -> Optional[Tuple[int, int]]:
@@ -262,7 +270,8 @@ def _peak_region(probability: np.ndarray) -> Optional[Tuple[int, int]]:
     return (first, last) if first > 0 and last < len(probability) - 1 else None
 
 
-def _weighted_centre(probability: np.ndarray, first: int, last: int) -> float:
+def weighted_centre(probability: np.ndarray, first: int, last: int) -> float:
+    """The probability-weighted middle row of rows first..last."""
     weights = probability[first:last + 1]
     return float(np.sum(np.arange(first, last + 1) * weights) / np.sum(weights))
 
@@ -285,19 +294,17 @@ def _confidence(run_probability: np.ndarray, level_at_mid: float) -> float:
     return certainty * float(np.exp(-abs(level_at_mid - L3_LEVEL) / CONFIDENCE_LEVEL_SCALE))
 
 
+def probable_runs(probability: np.ndarray) -> List[Tuple[int, int]]:
+    """[first, last] rows of each run of rows with probability above 0.5, bottom up."""
+    inside = np.concatenate([[False], np.asarray(probability) > 0.5, [False]])
+    edges = np.flatnonzero(np.diff(inside.astype(int)))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+
+
 def _best_run(probability: np.ndarray) -> Optional[Tuple[int, int]]:
     """Rows [first, last] of the run of L3-body rows (probability > 0.5) with the most mass."""
-    best, best_mass, r = None, 0.0, 0
-    while r < len(probability):
-        if probability[r] > 0.5:
-            start = r
-            while r + 1 < len(probability) and probability[r + 1] > 0.5:
-                r += 1
-            mass = float(probability[start:r + 1].sum())
-            if mass > best_mass:
-                best, best_mass = (start, r), mass
-        r += 1
-    return best
+    runs = probable_runs(probability)
+    return max(runs, key=lambda run: float(probability[run[0]:run[1] + 1].sum())) if runs else None
 
 
 def _absence_confidence(levels: np.ndarray) -> float:
@@ -306,7 +313,8 @@ def _absence_confidence(levels: np.ndarray) -> float:
     return round(float(np.clip(gap / 0.5, 0, 1)), 3)
 
 
-def _interpolate(values: np.ndarray, row: float) -> float:
+def value_at(values: np.ndarray, row: float) -> float:
+    """A per-row value at a fractional row (linear between rows)."""
     return float(np.interp(row, np.arange(len(values)), values))
 
 
