@@ -14,7 +14,12 @@ test: install
 
 install: $(STAMP)
 
+# The venv takes about 8.5 GB (torch is the CUDA build): say so before pip fails half-way.
+NEED_GB := 10
+
 $(STAMP): requirements.txt constraints.txt pyproject.toml
+	@free_gb=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  test $$free_gb -ge $(NEED_GB) || { echo "make: the venv needs $(NEED_GB) GB free here, only $$free_gb GB left (df -h .)"; exit 1; }
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -r requirements.txt
 	$(VENV)/bin/pip install --no-deps -e .
