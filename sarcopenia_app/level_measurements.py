@@ -7,8 +7,10 @@ row is the network extrapolating at the edge (the rule the L3 path applies to a 
 that level is reported not in view, with the reason. It is measured on the slice nearest the
 crossing, moved to the middle of its vertebral body where the locator's body head finds that body
 whole. A level's *segment* runs from half a level below to half a level above (its body and
-half of each neighbouring disc): segments tile the spine, so the L1-L5 volume is the muscle from
-the T12/L1 boundary to the L5/S1 boundary, reported only when both lie inside the scan (same margin).
+half of each neighbouring disc): the boundary between two levels is halfway between their body
+middles where the body head found both, else the coordinate's half-level crossing. Segments tile
+the spine, so the L1-L5 volume is the muscle from the T12/L1 boundary to the L5/S1 boundary,
+reported only when both lie inside the scan (same margin).
 Only L3 has clinical cut-offs; the other levels are numbers for research and for scans without L3.
 """
 
@@ -54,12 +56,13 @@ def _inner_crossing_row(row_levels: np.ndarray, level: float) -> Optional[float]
     return rows[0] if rows else None
 
 
-def _on_body_middle(row: float, level: float, row_levels: np.ndarray, body_probability: np.ndarray) -> float:
-    """`row` moved to the middle of the vertebral body it lies in: the level coordinate picks the
-    body, the body head (whose run edges are the discs, a local sign) gives its middle. The body is
-    the run whose stretch between the middles of its neighbouring discs holds `row`. The crossing
-    stays where that body is cut by the scan's edge, spans more than MAX_BODY_SPAN_LEVELS (two
-    bodies the head did not separate: thick slices), or reads another level at its middle."""
+def _body_middle(row: float, level: float, row_levels: np.ndarray, body_probability: np.ndarray) -> Optional[float]:
+    """The middle of the vertebral body that `row` lies in, or None where it cannot be trusted: the
+    level coordinate picks the body, the body head (whose run edges are the discs, a local sign)
+    gives its middle. The body is the run whose stretch between the middles of its neighbouring
+    discs holds `row`. None where the head found no body there, the body is cut by the scan's edge,
+    spans more than MAX_BODY_SPAN_LEVELS (two bodies the head did not separate: thick slices), or
+    reads another level at its middle."""
     runs = probable_runs(body_probability)
     for i, (first, last) in enumerate(runs):
         below = (runs[i - 1][1] + first) / 2 if i > 0 else -np.inf
@@ -67,14 +70,35 @@ def _on_body_middle(row: float, level: float, row_levels: np.ndarray, body_proba
         if below <= row <= above:
             break
     else:
-        return row  # the body head found no body
+        return None
     if first == 0 or last == len(body_probability) - 1:
-        return row
+        return None
     centre = weighted_centre(body_probability, first, last)
     span = abs(value_at(row_levels, first) - value_at(row_levels, last))
     if span > MAX_BODY_SPAN_LEVELS or abs(value_at(row_levels, centre) - level) > BODY_SNAP_LEVELS:
-        return row
+        return None
     return centre
+
+
+def _middle_rows(levels: np.ndarray, body: np.ndarray) -> Dict[float, Tuple[Optional[float], bool]]:
+    """Per level index from T11 to S1: (the row of its middle or None, whether that row is a body
+    middle found by the body head rather than the coordinate's crossing)."""
+    rows: Dict[float, Tuple[Optional[float], bool]] = {}
+    for index in np.arange(LEVEL_NAMES.index("T11"), LEVEL_NAMES.index("S1") + 1, dtype=float):
+        row = _inner_crossing_row(levels, index)
+        snapped = None if row is None or len(body) != len(levels) else _body_middle(row, index, levels, body)
+        rows[index] = (row, False) if snapped is None else (snapped, True)
+    return rows
+
+
+def _boundary_row(levels: np.ndarray, middles: Dict[float, Tuple[Optional[float], bool]],
+                  upper_level: float) -> Optional[float]:
+    """Row of the boundary between level `upper_level` and the one below it: halfway between the
+    two body middles where the body head found both, else the coordinate's half-level crossing."""
+    (above, above_found), (below, below_found) = middles[upper_level], middles[upper_level + 1]
+    if above_found and below_found:
+        return (above + below) / 2
+    return _inner_crossing_row(levels, upper_level + 0.5)
 
 
 def _as_slice(row: Optional[float], row_slices: np.ndarray) -> Optional[float]:
@@ -99,16 +123,14 @@ def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
     if too_short:  # the count needs about two vertebrae of scan (level/locator.py)
         return {name: LevelPosition(name, None, None, None, too_short) for name in MEASURED_LEVELS}
     flipped = len(slices) > 1 and slices[-1] < slices[0]  # stored slices run from head to feet
+    middles = _middle_rows(levels, body)
     found = {}
     for name in MEASURED_LEVELS:
         index = float(LEVEL_NAMES.index(name))
-        # the coordinate grows towards the feet: index + 0.5 is the segment's inferior boundary
-        inferior, superior = (_as_slice(_inner_crossing_row(levels, index + side), slices) for side in (0.5, -0.5))
+        # the coordinate grows towards the feet: the boundary with the level below is the inferior one
+        inferior, superior = (_as_slice(_boundary_row(levels, middles, upper), slices) for upper in (index, index - 1))
         lower, upper = (superior, inferior) if flipped else (inferior, superior)
-        mid_row = _inner_crossing_row(levels, index)
-        if mid_row is not None and len(body) == len(levels):
-            mid_row = _on_body_middle(mid_row, index, levels, body)
-        mid = _as_slice(mid_row, slices)
+        mid = _as_slice(middles[index][0], slices)
         found[name] = LevelPosition(name, mid, lower, upper, "" if mid is not None else _not_in_view_reason(levels, name))
     return found
 

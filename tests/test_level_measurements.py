@@ -54,6 +54,19 @@ def test_the_body_head_puts_a_drifting_level_on_its_body_middle_and_no_farther()
     assert level_positions(levels, np.arange(ROWS, dtype=float), far)["L2"].mid_slice == pytest.approx(true_mid["L2"], abs=1e-6)
 
 
+def test_a_segment_ends_halfway_between_body_middles_the_head_found_and_else_at_the_half_level():
+    levels = coordinate(index("T10"), index("S1"))
+    rows_per_level = (ROWS - 1) / 8
+    true_mid = {name: (index("S1") - index(name)) * rows_per_level for name in ("L1", "L2", "L3")}
+    found = {name: round(row) - 5 for name, row in true_mid.items()}  # bodies 10 mm below the crossings
+    positions = level_positions(levels, np.arange(ROWS, dtype=float), _bodies(found.values()))
+    assert positions["L2"].upper == pytest.approx((found["L1"] + found["L2"]) / 2, abs=0.01)
+    assert positions["L2"].lower == pytest.approx((found["L2"] + found["L3"]) / 2, abs=0.01)
+    assert positions["L1"].lower == positions["L2"].upper  # segments still tile the spine
+    # T12 has no body of its own: its boundary with L1 stays at the coordinate's half-level crossing
+    assert positions["L1"].upper == pytest.approx(true_mid["L1"] + rows_per_level / 2, abs=1e-6)
+
+
 def test_two_bodies_the_head_did_not_separate_do_not_move_the_level():
     """Thick slices blur the disc between two bodies into one run spanning more than a level."""
     levels = coordinate(index("T10"), index("S1"))
