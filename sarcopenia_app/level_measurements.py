@@ -29,6 +29,7 @@ MEASURED_LEVELS: Tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
 VOLUME_SPAN: Tuple[str, str] = ("L1", "L5")
 BODY_SNAP_LEVELS = 0.5  # a found body's middle must read nearer its own level than either neighbour's
 MAX_BODY_SPAN_LEVELS = 1.0  # a body covers about 0.75 level (the rest is disc): a longer run is two bodies
+NEIGHBOUR_LEVELS = (0.6, 1.6)  # the next body's middle lies about one level away
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,33 @@ def _middle_rows(levels: np.ndarray, body: np.ndarray) -> Dict[float, Tuple[Opti
     return rows
 
 
-def _boundary_row(levels: np.ndarray, middles: Dict[float, Tuple[Optional[float], bool]],
+def _neighbour_body_middle(middle: float, towards_feet: bool, levels: np.ndarray, body: np.ndarray) -> Optional[float]:
+    """Middle of the body next to the one whose middle is `middle` (the level below when
+    `towards_feet`): the body head's adjacent run, where it is whole and lies NEIGHBOUR_LEVELS
+    away. It places the boundary where the coordinate does not reach the neighbour's level (it
+    flattens at S1, the lowest level it knows)."""
+    runs = probable_runs(body)
+    i = next((i for i, (first, last) in enumerate(runs) if first <= middle <= last), None)
+    j = None if i is None else i - 1 if towards_feet else i + 1  # rows run from the feet up
+    if j is None or not 0 <= j < len(runs) or runs[j][0] == 0 or runs[j][1] == len(body) - 1:
+        return None
+    centre = weighted_centre(body, *runs[j])
+    rows_per_level = 1.0 / max(abs(value_at(np.gradient(levels), middle)), 1e-6)
+    low, high = NEIGHBOUR_LEVELS
+    return centre if low <= abs(centre - middle) / rows_per_level <= high else None
+
+
+def _boundary_row(levels: np.ndarray, body: np.ndarray, middles: Dict[float, Tuple[Optional[float], bool]],
                   upper_level: float) -> Optional[float]:
     """Row of the boundary between level `upper_level` and the one below it: halfway between the
-    two body middles where the body head found both, else the coordinate's half-level crossing."""
+    two body middles where the body head found both (or one, and the body next to it), else the
+    coordinate's half-level crossing."""
     (above, above_found), (below, below_found) = middles[upper_level], middles[upper_level + 1]
-    if above_found and below_found:
+    if above_found and not below_found:
+        below = _neighbour_body_middle(above, True, levels, body)
+    elif below_found and not above_found:
+        above = _neighbour_body_middle(below, False, levels, body)
+    if (above_found or below_found) and above is not None and below is not None:
         return (above + below) / 2
     return _inner_crossing_row(levels, upper_level + 0.5)
 
@@ -128,7 +150,7 @@ def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
     for name in MEASURED_LEVELS:
         index = float(LEVEL_NAMES.index(name))
         # the coordinate grows towards the feet: the boundary with the level below is the inferior one
-        inferior, superior = (_as_slice(_boundary_row(levels, middles, upper), slices) for upper in (index, index - 1))
+        inferior, superior = (_as_slice(_boundary_row(levels, body, middles, upper), slices) for upper in (index, index - 1))
         lower, upper = (superior, inferior) if flipped else (inferior, superior)
         mid = _as_slice(middles[index][0], slices)
         found[name] = LevelPosition(name, mid, lower, upper, "" if mid is not None else _not_in_view_reason(levels, name))

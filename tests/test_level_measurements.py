@@ -67,6 +67,19 @@ def test_a_segment_ends_halfway_between_body_middles_the_head_found_and_else_at_
     assert positions["L1"].upper == pytest.approx(true_mid["L1"] + rows_per_level / 2, abs=1e-6)
 
 
+def test_where_the_coordinate_flattens_above_s1_the_body_below_l5_ends_its_segment():
+    """The locator's coordinate does not reach S1's middle (it flattens at the lowest level it knows):
+    L5's lower boundary comes from the body head's next body down, not from the coordinate."""
+    levels = coordinate(index("T10"), index("S1") + 1.0)
+    rows_per_level = (ROWS - 1) / 9
+    mid = {name: round((index("S1") + 1.0 - index(name)) * rows_per_level) for name in ("L4", "L5", "S1")}
+    flattened = np.minimum(levels, index("L5") + 0.45)
+    assert not crossings(flattened, index("L5") + 0.5)
+    positions = level_positions(flattened, np.arange(ROWS, dtype=float), _bodies(mid.values()))
+    assert positions["L5"].lower == pytest.approx((mid["L5"] + mid["S1"]) / 2, abs=0.01)
+    assert positions["L5"].upper == pytest.approx((mid["L4"] + mid["L5"]) / 2, abs=0.01)
+
+
 def test_two_bodies_the_head_did_not_separate_do_not_move_the_level():
     """Thick slices blur the disc between two bodies into one run spanning more than a level."""
     levels = coordinate(index("T10"), index("S1"))
