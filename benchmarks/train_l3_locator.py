@@ -3,6 +3,9 @@
     python benchmarks/train_l3_locator.py --epochs 80
     python benchmarks/train_l3_locator.py --epochs 30 --init model/l3_locator.pt --lr 7e-4 \
         --draws 4000:standard:300 4100:wide:100 4200:stress:60
+    # more thick-slice scans (5 mm: the per-level count was a whole vertebra off there)
+    python benchmarks/train_l3_locator.py --epochs 30 --init model/l3_locator.pt --lr 5e-4 \
+        --draws 4000:standard:300 4100:wide:100 4200:stress:60 4300:standard:80:5 4400:wide:40:5
 
 Phantoms of seeds 4000, 4100 and 4200 (never used by the muscle model or the held-out evaluations:
 seeds 2000-2300, 3100, 3200), long scans (up to 400 slices) so that random cuts in training see
@@ -16,7 +19,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -33,10 +36,15 @@ MATRICES = (192, 288)
 DEFAULT_DRAWS = ("4000:standard:300", "4100:wide:100", "4200:stress:60")  # two in-plane resolutions: the projection must not depend on the matrix
 
 
-def cached_sample(cache: Path, seed: int, index: int, variation: str = "standard") -> LevelSample:
-    path = cache / f"{seed}_{variation}_{index:04d}.npz"
+def cached_sample(cache: Path, seed: int, index: int, variation: str = "standard",
+                  slice_mm: Optional[float] = None) -> LevelSample:
+    """The projection of one phantom (`slice_mm`: every slice that thick and that far apart)."""
+    forced = "" if slice_mm is None else f"_{slice_mm:g}mm"
+    path = cache / f"{seed}_{variation}{forced}_{index:04d}.npz"
     if not path.exists():
-        case = generate_case(seed, index, matrix=MATRICES[index % len(MATRICES)], max_slices=400, variation=variation)
+        slices = None if slice_mm is None else {"slice_spacing_mm": slice_mm, "slice_thickness_mm": slice_mm}
+        case = generate_case(seed, index, matrix=MATRICES[index % len(MATRICES)], max_slices=400, variation=variation,
+                             acquisition_overrides=slices)
         sample = phantom_sample(case)
         np.savez_compressed(path, image=sample.image, level=sample.level, in_l3=sample.in_l3, in_body=sample.in_body)
     data = np.load(path)
@@ -44,17 +52,18 @@ def cached_sample(cache: Path, seed: int, index: int, variation: str = "standard
 
 
 def training_set(cache: Path, draws: List[str]) -> List[LevelSample]:
-    """Samples of every SEED:VARIATION:COUNT draw (cases 0..COUNT-1 of that seed)."""
+    """Samples of every SEED:VARIATION:COUNT[:SLICE_MM] draw (cases 0..COUNT-1 of that seed)."""
     samples = []
     for draw in draws:
-        seed, variation, count = draw.split(":")
-        samples += [cached_sample(cache, int(seed), i, variation) for i in range(int(count))]
+        seed, variation, count, *slice_mm = draw.split(":")
+        thickness = float(slice_mm[0]) if slice_mm else None
+        samples += [cached_sample(cache, int(seed), i, variation, thickness) for i in range(int(count))]
     return samples
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--draws", nargs="+", default=list(DEFAULT_DRAWS), help="SEED:VARIATION:COUNT")
+    parser.add_argument("--draws", nargs="+", default=list(DEFAULT_DRAWS), help="SEED:VARIATION:COUNT[:SLICE_MM]")
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch", type=int, default=4)
