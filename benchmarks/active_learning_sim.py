@@ -120,14 +120,14 @@ def held_out_dice(model: MuscleModel, cases: Sequence[PhantomCase]) -> Dict[str,
 
 
 def choose(strategy: str, model: MuscleModel, pool: Path, unlabelled: Sequence[str], locations: Dict[str, L3Location],
-           batch: int, rng: np.random.Generator, passes: int) -> tuple:
+           batch: int, rng: np.random.Generator, passes: int, device: str = "cpu") -> tuple:
     """The next `batch` scans and the scores the choice was made from (uncertain only)."""
     if strategy == "random":
         return [str(n) for n in rng.choice(list(unlabelled), size=batch, replace=False)], {}
     scores = {}
     for name in unlabelled:
         image = load_ct(pool / name).image
-        scores[name] = score_image(model, image, locations[name], passes=passes).score
+        scores[name] = score_image(model, image, locations[name], passes=passes, device=device).score
     order = labelling_order({name: Candidate(score) for name, score in scores.items()}, now=time.time())
     return order[:batch], scores
 

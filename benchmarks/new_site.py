@@ -84,15 +84,22 @@ def make_pools(data: Path, args) -> Dict[str, object]:
 
 
 def finetune(datastore: Path, start: Optional[Path], validation: List[Dict], work: Path, seed: int, k: int,
-             lr: float, args) -> Dict:
+             lr: float, args, as_current: bool = False, device: str = "cuda") -> Dict:
     """One run of the app's train task from `start` (a model or encoder file; None: random weights),
-    validated on the target validation set every epoch, stopped `patience` epochs after its best."""
+    validated on the target validation set every epoch, stopped `patience` epochs after its best.
+    `as_current`: `start` is the published model (init: current), as in the app's fine-tuning, so
+    only an epoch that beats it on the validation set replaces it (`kept_start` says none did).
+    `device` is the train request's (MONAI Label's default "cuda"; a CPU machine trains on the CPU)."""
     publish = work / "model.pt"
     shutil.rmtree(work, ignore_errors=True)  # a model left there would be the bar to beat
+    if as_current:
+        work.mkdir(parents=True)
+        shutil.copy(start, publish)
     set_determinism(seed=seed)  # every arm: same crops, same augmentation
     task = MuscleSegTrain(str(work / "run"), str(publish), args.network, args.pixdim_mm, f"K={k}", {},
                           encoder_path=str(start or ""))
-    request = {"init": "encoder" if start else "scratch", "max_epochs": args.epochs, "lr": lr,
+    init = "current" if as_current else "encoder" if start else "scratch"
+    request = {"init": init, "max_epochs": args.epochs, "lr": lr, "device": device,
                "early_stop_patience": args.patience, "val_ds": validation, "crop_px": args.crop_px,
                "dataset": "CacheDataset", "samples_per_volume": max(args.crops_per_epoch // k, 1)}
     cpu, wall = time.process_time(), time.perf_counter()
@@ -101,10 +108,13 @@ def finetune(datastore: Path, start: Optional[Path], validation: List[Dict], wor
     # the task's engines keep its cached volumes in reference cycles that big tensors rarely make the
     # collector visit: ~1 GB per run at full size, the first smoke run ran out of memory after 25 runs
     gc.collect()
+    kept_start = as_current and publish.read_bytes() == Path(start).read_bytes()
     best = torch.load(publish, map_location="cpu", weights_only=True)
-    return {"model": str(publish), "epochs_run": int(stats.get("epoch", 0)), "best_epoch": int(best["epoch"]),
-            "val_dice": round(float(best["val_dice"]), 4), "cpu_s": round(time.process_time() - cpu, 1),
-            "wall_s": round(time.perf_counter() - wall, 1)}
+    return {"model": str(publish), "epochs_run": int(stats.get("epoch", 0)),
+            "best_epoch": 0 if kept_start else int(best["epoch"]),
+            "val_dice": None if kept_start else round(float(best["val_dice"]), 4),
+            "cpu_s": round(time.process_time() - cpu, 1), "wall_s": round(time.perf_counter() - wall, 1),
+            **({"kept_start": kept_start} if as_current else {})}
 
 
 def relative_change(state: Dict[str, torch.Tensor], reference: Dict[str, torch.Tensor]) -> float:

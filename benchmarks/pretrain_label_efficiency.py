@@ -92,7 +92,7 @@ def finetune(datastore: Path, init: str, encoder: Path, work: Path, seed: int, k
     return {"model": str(publish), "cpu_s": round(time.process_time() - cpu, 1)}
 
 
-def l3_dice(case, models: Dict[str, MuscleModel]) -> Dict[str, Dict[str, float]]:
+def l3_dice(case, models: Dict[str, MuscleModel], device: str = "cpu") -> Dict[str, Dict[str, float]]:
     """Mid-L3 and L3-body Dice of each model on one held-out case (network on the L3 slab only)."""
     affine, to_stored = stored_layout(case, case.acquisition.orientation)
     hu, truth = to_stored(case.hu), to_stored(case.muscle)
@@ -100,7 +100,7 @@ def l3_dice(case, models: Dict[str, MuscleModel]) -> Dict[str, Dict[str, float]]
     image = MetaTensor(torch.from_numpy(hu[None].astype(np.float32)), affine=torch.from_numpy(affine))
     scores = {}
     for name, model in models.items():
-        mask = predict_mask(model, image, z_range=(max(first - 1, 0), min(last + 2, hu.shape[2])))
+        mask = predict_mask(model, image, device, z_range=(max(first - 1, 0), min(last + 2, hu.shape[2])))
         scores[name] = {"dice_mid": dice(mask[..., mid], truth[..., mid]),
                         "dice_slab": dice(mask[..., first:last + 1], truth[..., first:last + 1])}
     return scores

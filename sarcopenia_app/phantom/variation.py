@@ -6,7 +6,8 @@ standard phantom does not: smooth random deformation of every structure, soft an
 reconstruction kernels at several doses, ascites, oedema and fat stranding, atrophic and fatty
 muscle, thin patients whose fat planes fuse, spinal or hip metal with streaks, arms and table in
 odd places, a field of view that cuts the body, 0.5..5 mm slices and gantry tilt. `stress` draws
-every one of those from its extreme end.
+every one of those from its extreme end. A Variation given as such with mode `forced` paints
+exactly the fields it sets and widens nothing else (a named subgroup, subgroups.py).
 
 The truth stays exact because every variation acts either on both maps at once (deformation,
 tilt, field of view: the tissue map and the anatomy map move together, nearest-neighbour) or only
@@ -30,6 +31,8 @@ from .site import SITES
 VARIATIONS = ("standard", "wide", "stress", *SITES)  # a site's name: that site's fixed draws (site.py)
 WIDE_SLICE_SPACINGS_MM = (0.5, 0.625, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 ARM_POSES = ("standard", "one_down", "on_belly", "against_body")
+# a Variation built by hand: exactly its fields, no other draw widened (a named subgroup, subgroups.py)
+FORCED = "forced"
 STREAKS = 14  # streaks radiating from metal per slice
 FAT_TO_OEDEMA = (Anatomy.SUBCUTANEOUS_FAT, Anatomy.VISCERAL_FAT, Anatomy.INTERMUSCULAR_FAT)
 
@@ -97,7 +100,7 @@ def sample_variation(rng: np.random.Generator, mode: Union[str, Variation]) -> V
 
 def vary_patient(rng: np.random.Generator, patient: Patient, variation: Variation) -> Patient:
     """Atrophic, fatty and thin patients beyond the standard population's range."""
-    if variation.mode == "standard":
+    if variation.mode in ("standard", FORCED):
         return patient
     if variation.mode in SITES:
         return SITES[variation.mode].patient(rng, patient)
@@ -119,7 +122,7 @@ def vary_patient(rng: np.random.Generator, patient: Patient, variation: Variatio
 def vary_acquisition(rng: np.random.Generator, acquisition: Acquisition, patient: Patient,
                      variation: Variation) -> Acquisition:
     """Reconstruction kernel, dose and slice spacing from a wider range."""
-    if variation.mode == "standard":
+    if variation.mode in ("standard", FORCED):
         return acquisition
     if variation.mode in SITES:
         return SITES[variation.mode].acquisition(rng, acquisition)
