@@ -46,12 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from active_learning_sim import STRATEGIES, choose  # noqa: E402
+from active_learning_sim import STRATEGIES, choose, locate_pool  # noqa: E402
 from new_site import finetune, mean_sd  # noqa: E402
 from pretrain_label_efficiency import l3_dice, subset_datastore  # noqa: E402
 
-from sarcopenia_app.ct_loader import load_ct  # noqa: E402
-from sarcopenia_app.level import load_locator, locate_l3  # noqa: E402
 from sarcopenia_app.phantom import write_case  # noqa: E402
 from sarcopenia_app.phantom.subgroups import ORDINARY, RARE, mixed_set, rare_count  # noqa: E402
 from sarcopenia_app.segment import load_model  # noqa: E402
@@ -75,8 +73,7 @@ def run_seed(seed: int, validation: List[Dict], args) -> List[Dict]:
     pool = work / "pool"
     groups = write_mix(pool, SEEDS["pool"] + seed, args.pool, args.rare_fraction, args)
     names = list(groups)
-    locator = load_locator(args.locator, args.device)
-    locations = {name: locate_l3(locator, load_ct(pool / name).image) for name in names}
+    locations = locate_pool(args.locator, pool, names, args.device)
     ordinary = [n for n in names if groups[n] == ORDINARY.name]
     start = sorted(str(n) for n in np.random.default_rng(seed).choice(ordinary, size=args.start, replace=False))
     records = []

@@ -25,12 +25,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from active_learning_rare import SEEDS, write_mix  # noqa: E402
-from active_learning_sim import choose  # noqa: E402
+from active_learning_sim import choose, locate_pool  # noqa: E402
 from new_site import finetune  # noqa: E402
 from pretrain_label_efficiency import l3_dice, subset_datastore  # noqa: E402
 
-from sarcopenia_app.ct_loader import load_ct  # noqa: E402
-from sarcopenia_app.level import load_locator, locate_l3  # noqa: E402
 from sarcopenia_app.phantom.subgroups import mixed_set  # noqa: E402
 from sarcopenia_app.segment import load_model  # noqa: E402
 
@@ -66,9 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         work / "validation", SEEDS["validation"], settings.val_count, settings.rare_fraction, settings))
     pool = timed("write_pool_scan_s", args.pool, lambda: write_mix(
         work / "pool", SEEDS["pool"], args.pool, settings.rare_fraction, settings))
-    names, locator = list(pool), load_locator(args.locator, args.device)
-    locations = timed("locate_scan_s", len(names), lambda: {
-        n: locate_l3(locator, load_ct(work / "pool" / n).image) for n in names})
+    names = list(pool)
+    locations = timed("locate_scan_s", len(names), lambda: locate_pool(args.locator, work / "pool", names, args.device))
     _, scores = timed("score_scan_s", len(names), lambda: choose(
         "uncertain", shipped, work / "pool", names, locations, 1, None, args.passes, args.device))
     cost["scores"] = {n: [pool[n], round(s, 3)] for n, s in scores.items()}

@@ -23,7 +23,7 @@ import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -119,6 +119,14 @@ def held_out_dice(model: MuscleModel, cases: Sequence[PhantomCase]) -> Dict[str,
     return {"dice_slab": float(np.mean(per_case)), "dice_slab_by_case": [round(d, 4) for d in per_case]}
 
 
+def locate_pool(locator_path: Union[str, Path], folder: Path, names: Sequence[str],
+                device: str = "cpu") -> Dict[str, L3Location]:
+    """The L3 location of every pool scan, with one locator loaded once (the file may be replaced
+    while a run goes on), on `device`."""
+    locator = load_locator(locator_path, device)
+    return {name: locate_l3(locator, load_ct(folder / name).image, device=device) for name in names}
+
+
 def choose(strategy: str, model: MuscleModel, pool: Path, unlabelled: Sequence[str], locations: Dict[str, L3Location],
            batch: int, rng: np.random.Generator, passes: int, device: str = "cpu") -> tuple:
     """The next `batch` scans and the scores the choice was made from (uncertain only)."""
@@ -138,8 +146,7 @@ def simulate(seed: int, args, held_out: Sequence[PhantomCase], locator_path: str
     drawn = mixed_cases(6000 + seed, args.pool, args.matrix, args.max_slices)
     names = write_pool([case for _, case in drawn], work / "pool")
     difficulty = {name: kind for name, (kind, _) in zip(names, drawn)}
-    locator = load_locator(locator_path)  # loaded once per seed: the file may be replaced while this runs
-    locations = {name: locate_l3(locator, load_ct(work / "pool" / name).image) for name in names}
+    locations = locate_pool(locator_path, work / "pool", names)
     rng = np.random.default_rng(seed)
     start = [str(n) for n in rng.choice(names, size=args.start, replace=False)]
     first_model = train_round(labelled_datastore(work / "pool", start, work / "ds_start"), None,

@@ -57,14 +57,19 @@ def _inner_crossing_row(row_levels: np.ndarray, level: float) -> Optional[float]
     return rows[0] if rows else None
 
 
-def _body_middle(row: float, level: float, row_levels: np.ndarray, body_probability: np.ndarray) -> Optional[float]:
-    """The middle of the vertebral body that `row` lies in, or None where it cannot be trusted: the
-    level coordinate picks the body, the body head (whose run edges are the discs, a local sign)
+def _is_whole(run: Tuple[int, int], rows: int) -> bool:
+    """A body run that touches neither end of the scan (else its middle may be cut off)."""
+    return run[0] > 0 and run[1] < rows - 1
+
+
+def _body_run(row: float, level: float, row_levels: np.ndarray, body_probability: np.ndarray,
+              runs: List[Tuple[int, int]]) -> Optional[int]:
+    """Index in `runs` of the vertebral body that `row` lies in, or None where it cannot be trusted:
+    the level coordinate picks the body, the body head (whose run edges are the discs, a local sign)
     gives its middle. The body is the run whose stretch between the middles of its neighbouring
     discs holds `row`. None where the head found no body there, the body is cut by the scan's edge,
     spans more than MAX_BODY_SPAN_LEVELS (two bodies the head did not separate: thick slices), or
     reads another level at its middle."""
-    runs = probable_runs(body_probability)
     for i, (first, last) in enumerate(runs):
         below = (runs[i - 1][1] + first) / 2 if i > 0 else -np.inf
         above = (last + runs[i + 1][0]) / 2 if i + 1 < len(runs) else np.inf
@@ -72,53 +77,51 @@ def _body_middle(row: float, level: float, row_levels: np.ndarray, body_probabil
             break
     else:
         return None
-    if first == 0 or last == len(body_probability) - 1:
+    if not _is_whole((first, last), len(body_probability)):
         return None
     centre = weighted_centre(body_probability, first, last)
     span = abs(value_at(row_levels, first) - value_at(row_levels, last))
     if span > MAX_BODY_SPAN_LEVELS or abs(value_at(row_levels, centre) - level) > BODY_SNAP_LEVELS:
         return None
-    return centre
+    return i
 
 
-def _middle_rows(levels: np.ndarray, body: np.ndarray) -> Dict[float, Tuple[Optional[float], bool]]:
-    """Per level index from T11 to S1: (the row of its middle or None, whether that row is a body
-    middle found by the body head rather than the coordinate's crossing)."""
-    rows: Dict[float, Tuple[Optional[float], bool]] = {}
+def _middle_rows(levels: np.ndarray, body: np.ndarray,
+                 runs: List[Tuple[int, int]]) -> Dict[float, Tuple[Optional[float], Optional[int]]]:
+    """Per level index from T11 to S1: (the row of its middle or None, the index in `runs` of the
+    body whose middle that row is, or None where the row is the coordinate's crossing)."""
+    rows: Dict[float, Tuple[Optional[float], Optional[int]]] = {}
     for index in np.arange(LEVEL_NAMES.index("T11"), LEVEL_NAMES.index("S1") + 1, dtype=float):
         row = _inner_crossing_row(levels, index)
-        snapped = None if row is None or len(body) != len(levels) else _body_middle(row, index, levels, body)
-        rows[index] = (row, False) if snapped is None else (snapped, True)
+        run = None if row is None else _body_run(row, index, levels, body, runs)
+        rows[index] = (row, None) if run is None else (weighted_centre(body, *runs[run]), run)
     return rows
 
 
-def _neighbour_body_middle(middle: float, towards_feet: bool, levels: np.ndarray, body: np.ndarray) -> Optional[float]:
-    """Middle of the body next to the one whose middle is `middle` (the level below when
-    `towards_feet`): the body head's adjacent run, where it is whole and lies NEIGHBOUR_LEVELS
-    away. It places the boundary where the coordinate does not reach the neighbour's level (it
-    flattens at S1, the lowest level it knows)."""
-    runs = probable_runs(body)
-    i = next((i for i, (first, last) in enumerate(runs) if first <= middle <= last), None)
-    j = None if i is None else i - 1 if towards_feet else i + 1  # rows run from the feet up
-    if j is None or not 0 <= j < len(runs) or runs[j][0] == 0 or runs[j][1] == len(body) - 1:
+def _neighbour_body_middle(middle: float, neighbour: int, levels: np.ndarray, body: np.ndarray,
+                           runs: List[Tuple[int, int]]) -> Optional[float]:
+    """Middle of body run `neighbour`, next to the body whose middle is `middle`, where that run is
+    whole and lies NEIGHBOUR_LEVELS away. It places the boundary where the coordinate does not reach
+    the neighbour's level (it flattens at S1, the lowest level it knows)."""
+    if not 0 <= neighbour < len(runs) or not _is_whole(runs[neighbour], len(body)):
         return None
-    centre = weighted_centre(body, *runs[j])
+    centre = weighted_centre(body, *runs[neighbour])
     rows_per_level = 1.0 / max(abs(value_at(np.gradient(levels), middle)), 1e-6)
     low, high = NEIGHBOUR_LEVELS
     return centre if low <= abs(centre - middle) / rows_per_level <= high else None
 
 
-def _boundary_row(levels: np.ndarray, body: np.ndarray, middles: Dict[float, Tuple[Optional[float], bool]],
-                  upper_level: float) -> Optional[float]:
+def _boundary_row(levels: np.ndarray, body: np.ndarray, runs: List[Tuple[int, int]],
+                  middles: Dict[float, Tuple[Optional[float], Optional[int]]], upper_level: float) -> Optional[float]:
     """Row of the boundary between level `upper_level` and the one below it: halfway between the
     two body middles where the body head found both (or one, and the body next to it), else the
     coordinate's half-level crossing."""
-    (above, above_found), (below, below_found) = middles[upper_level], middles[upper_level + 1]
-    if above_found and not below_found:
-        below = _neighbour_body_middle(above, True, levels, body)
-    elif below_found and not above_found:
-        above = _neighbour_body_middle(below, False, levels, body)
-    if (above_found or below_found) and above is not None and below is not None:
+    (above, above_run), (below, below_run) = middles[upper_level], middles[upper_level + 1]
+    if above_run is not None and below_run is None:  # rows run from the feet up: the body below is run - 1
+        below = _neighbour_body_middle(above, above_run - 1, levels, body, runs)
+    elif below_run is not None and above_run is None:
+        above = _neighbour_body_middle(below, below_run + 1, levels, body, runs)
+    if (above_run is not None or below_run is not None) and above is not None and below is not None:
         return (above + below) / 2
     return _inner_crossing_row(levels, upper_level + 0.5)
 
@@ -145,12 +148,13 @@ def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
     if too_short:  # the count needs about two vertebrae of scan (level/locator.py)
         return {name: LevelPosition(name, None, None, None, too_short) for name in MEASURED_LEVELS}
     flipped = len(slices) > 1 and slices[-1] < slices[0]  # stored slices run from head to feet
-    middles = _middle_rows(levels, body)
+    runs = probable_runs(body) if len(body) == len(levels) else []  # no body head: no body runs
+    middles = _middle_rows(levels, body, runs)
     found = {}
     for name in MEASURED_LEVELS:
         index = float(LEVEL_NAMES.index(name))
         # the coordinate grows towards the feet: the boundary with the level below is the inferior one
-        inferior, superior = (_as_slice(_boundary_row(levels, body, middles, upper), slices) for upper in (index, index - 1))
+        inferior, superior = (_as_slice(_boundary_row(levels, body, runs, middles, upper), slices) for upper in (index, index - 1))
         lower, upper = (superior, inferior) if flipped else (inferior, superior)
         mid = _as_slice(middles[index][0], slices)
         found[name] = LevelPosition(name, mid, lower, upper, "" if mid is not None else _not_in_view_reason(levels, name))
