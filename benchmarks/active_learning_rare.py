@@ -31,6 +31,7 @@ strategy has labelled; per seed the paired differences uncertain - random, their
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -197,6 +198,43 @@ def plot(records: Sequence[Dict], seeds: Sequence[int], path: Path, title: str) 
     figure.savefig(path, dpi=110)
 
 
+def report(records: List[Dict], seeds: Sequence[int], args, extra: Dict) -> Dict:
+    """The paired summary over `seeds`, its markdown table, the JSON at `--out` and the plot."""
+    summary = summarise(records, seeds, args.rounds)
+    labels_by_round = {str(r["round"]): r["labels"] for r in records}
+    table = markdown(summary, labels_by_round)
+    result = {**extra, "summary": summary, "table": table, "records": records}
+    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    plot(records, seeds, Path(args.plot), args.title)
+    print(f"\n{table}\n\nwrote {args.out} and {args.plot}")
+    return result
+
+
+# settings that may differ between the per-seed runs that --merge combines
+RUN_ONLY = ("seeds", "out", "plot", "work", "threads", "device", "merge", "title")
+
+
+def merge(paths: Sequence[str], args) -> Dict:
+    """One report over several per-seed runs (e.g. one process per seed): their records must come
+    from the same settings, apart from where and how each ran, and from different seeds."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    same = [{k: v for k, v in r["args"].items() if k not in RUN_ONLY} for r in runs]
+    differing = sorted({k for s in same for k in s if any(o.get(k) != s[k] for o in same)})
+    if differing:
+        raise SystemExit(f"--merge: the runs differ in {', '.join(differing)}")
+    seeds = [s for r in runs for s in r["args"]["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--merge: a seed appears twice ({seeds})")
+    args.rounds = runs[0]["args"]["rounds"]
+    extra = {k: v for k, v in runs[0].items() if k not in ("summary", "table", "records", "timing", "wall_s",
+                                                             "command", "machine")}
+    extra.update(merged_from=[{"file": p, "command": r["command"], "machine": r["machine"], "timing": r["timing"],
+                               "wall_s": r["wall_s"]} for p, r in zip(paths, runs)],
+                 command=" ".join(["python", "benchmarks/active_learning_rare.py", "--merge", *paths]))
+    extra["args"] = {**extra["args"], "seeds": seeds}
+    return report([rec for r in runs for rec in r["records"]], seeds, args, extra)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(REPO / "model" / "muscle_seg.pt"), help="the shipped model: the start")
@@ -226,7 +264,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--lr", type=float, default=3e-4, help="fine-tuning lr from trained weights")
     parser.add_argument("--passes", type=int, default=8, help="MC dropout + flip passes per scored scan")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="only combine earlier --out files of other seeds into one report")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args)
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
     shipped = load_model(args.model)
@@ -252,26 +294,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     for record in records:
         record.update(dice_by_mix(cases[record["model"]], pool_fraction), cases=cases[record["model"]])
 
-    summary = summarise(records, seeds, args.rounds)
-    labels_by_round = {str(r["round"]): r["labels"] for r in records}
-    table = markdown(summary, labels_by_round)
-    settings = {k: v for k, v in vars(args).items() if k != "network"}
+    settings = {k: v for k, v in vars(args).items() if k not in ("network", "merge")}
     command = sys.argv if argv is None else ["benchmarks/active_learning_rare.py", *argv]
-    result = {"command": " ".join([Path(sys.executable).name, *command]), "args": settings, "pool_seeds": SEEDS,
-              "pool_rare_fraction": pool_fraction,
-              "subgroups": {g.name: {"patient": g.patient, "acquisition": g.acquisition,
-                                     "variation": g.variation.describe()} for g in RARE},
-              "network": shipped.config.to_dict(), "pixdim_mm": shipped.pixdim_mm,
-              "versions": {p: version(p) for p in ("torch", "monai", "monailabel")},
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, device {args.device}",
-              "summary": summary, "table": table, "records": records,
-              "timing": {"rounds_wall_s": round(training_s, 1), "test_wall_s": round(time.perf_counter() - scoring, 1),
-                         "models_scored": len(models)},
-              "wall_s": round(time.perf_counter() - started, 1)}
-    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
-    plot(records, seeds, Path(args.plot), args.title)
-    print(f"\n{table}\n\nwall time {result['wall_s'] / 60:.1f} min; wrote {args.out} and {args.plot}")
-    return result
+    extra = {"command": " ".join([Path(sys.executable).name, *command]), "args": {**settings, "seeds": seeds},
+             "model_sha256": hashlib.sha256(Path(args.model).read_bytes()).hexdigest(),
+             "pool_seeds": SEEDS, "pool_rare_fraction": pool_fraction,
+             "subgroups": {g.name: {"patient": g.patient, "acquisition": g.acquisition,
+                                    "variation": g.variation.describe()} for g in RARE},
+             "network": shipped.config.to_dict(), "pixdim_mm": shipped.pixdim_mm,
+             "versions": {p: version(p) for p in ("torch", "monai", "monailabel")},
+             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, device {args.device}",
+             "timing": {"rounds_wall_s": round(training_s, 1), "test_wall_s": round(time.perf_counter() - scoring, 1),
+                        "models_scored": len(models)},
+             "wall_s": round(time.perf_counter() - started, 1)}
+    print(f"wall time {extra['wall_s'] / 60:.1f} min")
+    return report(records, seeds, args, extra)
 
 
 if __name__ == "__main__":

@@ -116,3 +116,32 @@ def test_one_round_end_to_end_starts_from_the_shipped_model_and_pairs_the_strate
             (2 / 3) * r["dice_ordinary"] + (1 / 3) * r["dice_rare"])
     difference = result["summary"]["dice_rare"]["1"]["difference"]
     assert difference["per_seed"] == [round(records[1]["dice_rare"] - records[3]["dice_rare"], 4)]
+
+
+def _seed_run(path: Path, seed: int, uncertain: float, random: float, **changed) -> str:
+    """A made-up per-seed --out file: rounds 0 and 1 of both strategies."""
+    import json
+
+    def record(strategy: str, round_index: int, dice: float) -> dict:
+        return {"seed": seed, "strategy": strategy, "round": round_index, "labels": 4 + 2 * round_index,
+                "rare_picked": round_index, "dice_mix": dice, "dice_rare": dice, "dice_ordinary": dice,
+                "dice_by_group": {"ordinary": dice, "ascites": dice}}
+
+    records = [record(s, r, d if r else 0.5) for s, d in (("uncertain", uncertain), ("random", random)) for r in (0, 1)]
+    args = {"seeds": [seed], "rounds": 1, "pool": 40, "work": f"/tmp/w{seed}", "threads": 1, **changed}
+    path.write_text(json.dumps({"command": "x", "machine": "m", "timing": {}, "wall_s": 1.0, "args": args,
+                                "records": records}))
+    return str(path)
+
+
+def test_merge_pairs_the_seeds_of_separate_runs_and_refuses_runs_that_differ(tmp_path):
+    files = [_seed_run(tmp_path / "s0.json", 0, 0.7, 0.6), _seed_run(tmp_path / "s1.json", 1, 0.5, 0.55)]
+    out = ["--out", str(tmp_path / "all.json"), "--plot", str(tmp_path / "all.png")]
+    result = active_learning_rare.main(["--merge", *files, *out])
+    assert result["args"]["seeds"] == [0, 1] and [m["file"] for m in result["merged_from"]] == files
+    assert result["summary"]["dice_rare"]["1"]["difference"]["per_seed"] == pytest.approx([0.1, -0.05])
+    assert (tmp_path / "all.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="differ in pool"):
+        active_learning_rare.main(["--merge", files[0], _seed_run(tmp_path / "p.json", 1, 0.5, 0.5, pool=20), *out])
+    with pytest.raises(SystemExit, match="seed appears twice"):
+        active_learning_rare.main(["--merge", files[0], files[0], *out])
