@@ -23,6 +23,7 @@ import numpy as np
 
 from .level.locator import (EDGE_ROWS, LEVEL_NAMES, crossings, inner_crossings, probable_runs, too_short_to_count,
                             value_at, weighted_centre)
+from .level.projection import ROW_MM
 from .measurements import measure_slice
 
 MEASURED_LEVELS: Tuple[str, ...] = ("T12", "L1", "L2", "L3", "L4", "L5")
@@ -30,6 +31,12 @@ VOLUME_SPAN: Tuple[str, str] = ("L1", "L5")
 BODY_SNAP_LEVELS = 0.5  # a found body's middle must read nearer its own level than either neighbour's
 MAX_BODY_SPAN_LEVELS = 1.0  # a body covers about 0.75 level (the rest is disc): a longer run is two bodies
 NEIGHBOUR_LEVELS = (0.6, 1.6)  # the next body's middle lies about one level away
+# half a level (half a body and its disc) is 12-22 mm in adults. A coordinate that takes longer than
+# MAX to move half a level from a middle is flat there: the network's reading where it cannot count
+# (a chest scan read "T11-T12" over 130 mm). One that moves half a level within MIN is jumping, as
+# the network does at a scan's edge. Neither is a middle to measure.
+MAX_HALF_LEVEL_MM = 50.0
+MIN_HALF_LEVEL_MM = 5.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,25 @@ def _inner_crossing_row(row_levels: np.ndarray, level: float) -> Optional[float]
     """Row of the first crossing of `level` at least EDGE_ROWS inside the scan, or None."""
     rows = inner_crossings(row_levels, level)
     return rows[0] if rows else None
+
+
+def _counts_around(row_levels: np.ndarray, row: float, level: float) -> bool:
+    """Whether the coordinate, from `row` on either side, moves half a level in an anatomical
+    distance (MIN_HALF_LEVEL_MM to MAX_HALF_LEVEL_MM) or the scan ends first: it grows to
+    `level` + 0.5 towards the feet (lower rows; not asked of L5, see below) and falls to
+    `level` - 0.5 towards the head."""
+    reach = int(np.ceil(MAX_HALF_LEVEL_MM / ROW_MM))
+    rows = np.arange(len(row_levels))
+    feet = [row - r for r in rows[(rows <= row) & (rows >= row - reach)] if row_levels[r] >= level + 0.5]
+    head = [r - row for r in rows[(rows >= row) & (rows <= row + reach)] if row_levels[r] <= level - 0.5]
+    # the scan ends within reach: nothing left to see; below L5 the coordinate flattens above S1, the
+    # lowest level it knows, so it need not reach L5's lower half-level
+    feet_cut = row - reach <= 0 or level + 0.5 > LEVEL_NAMES.index("S1") - 1
+    head_cut = row + reach >= len(row_levels) - 1
+    for distances, cut in ((feet, feet_cut), (head, head_cut)):
+        if (not distances and not cut) or (distances and min(distances) * ROW_MM < MIN_HALF_LEVEL_MM):
+            return False
+    return True
 
 
 def _is_whole(run: Tuple[int, int], rows: int) -> bool:
@@ -93,6 +119,8 @@ def _middle_rows(levels: np.ndarray, body: np.ndarray,
     rows: Dict[float, Tuple[Optional[float], Optional[int]]] = {}
     for index in np.arange(LEVEL_NAMES.index("T11"), LEVEL_NAMES.index("S1") + 1, dtype=float):
         row = _inner_crossing_row(levels, index)
+        if row is not None and not _counts_around(levels, row, index):
+            row = None
         run = None if row is None else _body_run(row, index, levels, body, runs)
         rows[index] = (row, None) if run is None else (weighted_centre(body, *runs[run]), run)
     return rows
@@ -131,6 +159,10 @@ def _as_slice(row: Optional[float], row_slices: np.ndarray) -> Optional[float]:
 
 
 def _not_in_view_reason(row_levels: np.ndarray, name: str) -> str:
+    row = _inner_crossing_row(row_levels, float(LEVEL_NAMES.index(name)))
+    if row is not None:  # found, then dropped by _counts_around
+        return (f"the level count does not move as vertebrae do around where {name}'s middle would be (half a "
+                f"level in {MIN_HALF_LEVEL_MM:.0f}-{MAX_HALF_LEVEL_MM:.0f} mm): it cannot count there, not measured")
     if crossings(row_levels, float(LEVEL_NAMES.index(name))):
         return (f"the middle of {name} would lie at the scan's edge (within {EDGE_ROWS} projection rows): "
                 "extrapolated, not measured")

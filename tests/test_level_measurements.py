@@ -8,11 +8,12 @@ from sarcopenia_app.level.locator import EDGE_ROWS, LEVEL_NAMES, crossings
 from sarcopenia_app.level_measurements import level_positions, measure_levels, slices_needed
 
 ROWS = 200  # 2 mm rows: 400 mm of scan
+ROWS_PER_LEVEL = 17  # 34 mm: a lumbar body and its disc
 
 
-def coordinate(top_level: float, bottom_level: float) -> np.ndarray:
+def coordinate(top_level: float, bottom_level: float, rows: int = ROWS) -> np.ndarray:
     """A level coordinate falling linearly from the scan's bottom row to its top row."""
-    return np.linspace(bottom_level, top_level, ROWS)
+    return np.linspace(bottom_level, top_level, rows)
 
 
 def index(name: str) -> float:
@@ -92,15 +93,17 @@ def test_two_bodies_the_head_did_not_separate_do_not_move_the_level():
 
 
 def test_a_body_cut_by_the_scans_edge_does_not_move_the_level():
-    levels = coordinate(index("L3") - 0.3, index("L5") + 0.4)
+    rows = round(2.7 * ROWS_PER_LEVEL)
+    levels = coordinate(index("L3") - 0.3, index("L5") + 0.4, rows)
     row = crossings(levels, index("L3"))[0]
-    body = _bodies([ROWS - 3])  # the run touches the last row
-    assert level_positions(levels, np.arange(ROWS, dtype=float), body)["L3"].mid_slice == pytest.approx(row, abs=1e-6)
+    body = _bodies([rows - 3])[:rows]  # the run touches the last row
+    assert level_positions(levels, np.arange(rows, dtype=float), body)["L3"].mid_slice == pytest.approx(row, abs=1e-6)
 
 
 def test_a_level_whose_middle_is_not_scanned_is_not_in_view_and_a_cut_segment_has_no_volume():
-    levels = coordinate(index("L2") + 0.3, index("L4") + 0.2)  # from just below L4's middle to above L2's
-    positions = level_positions(levels, np.arange(ROWS, dtype=float))
+    # from just below L4's middle to above L2's
+    levels = coordinate(index("L2") + 0.3, index("L4") + 0.2, round(1.9 * ROWS_PER_LEVEL))
+    positions = level_positions(levels, np.arange(len(levels), dtype=float))
     assert [name for name, p in positions.items() if p.in_view] == ["L3", "L4"]
     assert positions["L3"].complete and not positions["L4"].complete
     assert positions["L4"].lower is None and positions["L4"].upper is not None
@@ -109,24 +112,51 @@ def test_a_level_whose_middle_is_not_scanned_is_not_in_view_and_a_cut_segment_ha
 def test_a_crossing_at_the_scans_edge_rows_is_extrapolation_not_in_view():
     """L4's middle crossed one row above the scan's lowest row and L1's one row below its top: the
     network's edge rows, not evidence that those middles were scanned (the earlier rule said in view)."""
-    levels = coordinate(index("L1") - 1 / (ROWS - 2), index("L4") + 1 / (ROWS - 2) * 2.9)
+    rows = 3 * ROWS_PER_LEVEL
+    step = 3 / (rows - 2.5)  # the change per row: L4 crossed 1 row above the bottom, L1 0.5 row below the top
+    levels = coordinate(index("L1") - 0.5 * step, index("L4") + step, rows)
     assert 0 < crossings(levels, index("L4"))[0] < EDGE_ROWS
-    assert ROWS - 1 - EDGE_ROWS < crossings(levels, index("L1"))[0] < ROWS - 1
-    positions = level_positions(levels, np.arange(ROWS, dtype=float))
+    assert rows - 1 - EDGE_ROWS < crossings(levels, index("L1"))[0] < rows - 1
+    positions = level_positions(levels, np.arange(rows, dtype=float))
     assert [name for name, p in positions.items() if p.in_view] == ["L2", "L3"]
     for name in ("L1", "L4"):
         assert "edge" in positions[name].reason
     assert "not in the scan" in positions["L5"].reason
-    hu, mask = np.full((4, 4, ROWS), 40.0), np.ones((4, 4, ROWS), np.uint8)
+    hu, mask = np.full((4, 4, rows), 40.0), np.ones((4, 4, rows), np.uint8)
     found = measure_levels(hu, mask, 2, (1.0, 1.0, 1.0), positions, (-29.0, 150.0))["levels"]
     assert not found["L4"]["in_view"] and "extrapolated" in found["L4"]["reason"]
     assert found["L3"]["in_view"] and found["L3"]["volume_cm3"] > 0
 
 
+def test_a_flat_coordinate_that_crosses_a_middle_is_not_a_level_in_view():
+    """A chest scan as the locator reads it (seen on a generated chest, docs/cohorts.md): the count
+    falls past T12's middle 10 mm above the scan's bottom, then stays between T11 and T12 for the
+    next 300 mm. It cannot count there: T12 is not in view, with the reason; the same crossing
+    where the count then moves on is a level in view."""
+    levels = np.full(ROWS, index("T12") - 0.3)
+    levels[:5] = np.linspace(index("T12") + 0.4, index("T12") - 0.3, 5)
+    assert crossings(levels, index("T12")) and not crossings(levels, index("T12") - 0.5)
+    position = level_positions(levels, np.arange(ROWS, dtype=float))["T12"]
+    assert not position.in_view and "cannot count there" in position.reason
+    levels[5:] = np.linspace(index("T12") - 0.3, index("T12") - 8, ROWS - 5)  # 1 level per 26 rows (52 mm)
+    assert level_positions(levels, np.arange(ROWS, dtype=float))["T12"].in_view
+
+
+def test_a_coordinate_that_jumps_half_a_level_in_one_row_is_not_a_level_in_view():
+    """The count at a scan's edge (seen on a generated chest 7 mm above its bottom): L2 to T12 in
+    a few rows, then flat. Half a level within 2 mm is no vertebra."""
+    levels = np.full(ROWS, index("T12") - 0.2)
+    levels[:5] = [index("L2") + 0.6, index("L2") + 0.5, index("L2") + 0.4, index("L2") + 0.1, index("L2") - 0.9]
+    assert EDGE_ROWS < crossings(levels, index("L2"))[0] < 4
+    position = level_positions(levels, np.arange(ROWS, dtype=float))["L2"]
+    assert not position.in_view and "cannot count there" in position.reason
+
+
 def test_a_segment_boundary_only_at_the_edge_rows_leaves_the_segment_without_volume():
     """L3's lower boundary (3.5) is crossed in the bottom edge rows only: its segment is cut."""
-    levels = coordinate(index("L2"), index("L3") + 0.5 + 1 / (ROWS - 2))
-    positions = level_positions(levels, np.arange(ROWS, dtype=float))
+    rows = 40
+    levels = coordinate(index("L2"), index("L3") + 0.5 + 1.5 / (rows - 2), rows)
+    positions = level_positions(levels, np.arange(rows, dtype=float))
     assert crossings(levels, index("L3") + 0.5) and positions["L3"].in_view
     assert positions["L3"].lower is None and not positions["L3"].complete
 
