@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from active_learning_sim import STRATEGIES, choose, locate_pool  # noqa: E402
 from new_site import finetune, mean_sd  # noqa: E402
 from pretrain_label_efficiency import l3_dice, subset_datastore  # noqa: E402
+from seed_runs import load_seed_runs, merged_header  # noqa: E402
 
 from sarcopenia_app.phantom import write_case  # noqa: E402
 from sarcopenia_app.phantom.subgroups import ORDINARY, RARE, mixed_set, rare_count  # noqa: E402
@@ -210,28 +211,11 @@ def report(records: List[Dict], seeds: Sequence[int], args, extra: Dict) -> Dict
     return result
 
 
-# settings that may differ between the per-seed runs that --merge combines
-RUN_ONLY = ("seeds", "out", "plot", "work", "threads", "device", "merge", "title")
-
-
 def merge(paths: Sequence[str], args) -> Dict:
-    """One report over several per-seed runs (e.g. one process per seed): their records must come
-    from the same settings, apart from where and how each ran, and from different seeds."""
-    runs = [json.loads(Path(p).read_text()) for p in paths]
-    same = [{k: v for k, v in r["args"].items() if k not in RUN_ONLY} for r in runs]
-    differing = sorted({k for s in same for k in s if any(o.get(k) != s[k] for o in same)})
-    if differing:
-        raise SystemExit(f"--merge: the runs differ in {', '.join(differing)}")
-    seeds = [s for r in runs for s in r["args"]["seeds"]]
-    if len(set(seeds)) != len(seeds):
-        raise SystemExit(f"--merge: a seed appears twice ({seeds})")
+    """One report over several per-seed runs (e.g. one process per seed)."""
+    runs, seeds = load_seed_runs(paths)
     args.rounds = runs[0]["args"]["rounds"]
-    extra = {k: v for k, v in runs[0].items() if k not in ("summary", "table", "records", "timing", "wall_s",
-                                                             "command", "machine")}
-    extra.update(merged_from=[{"file": p, "command": r["command"], "machine": r["machine"], "timing": r["timing"],
-                               "wall_s": r["wall_s"]} for p, r in zip(paths, runs)],
-                 command=" ".join(["python", "benchmarks/active_learning_rare.py", "--merge", *paths]))
-    extra["args"] = {**extra["args"], "seeds": seeds}
+    extra = merged_header(paths, runs, seeds, "benchmarks/active_learning_rare.py", ("summary", "table", "records"))
     return report([rec for r in runs for rec in r["records"]], seeds, args, extra)
 
 

@@ -2,6 +2,11 @@
 
     # full size (the shipped network on its own 1 mm grid, 512 matrix)
     python benchmarks/new_site.py --out docs/new_site.json --plot docs/new_site.png
+    # the same as one process per seed: pools first, then the seeds side by side, then one report
+    python benchmarks/new_site.py --pools-only
+    python benchmarks/new_site.py --seeds 0 --threads 1 --work /tmp/ns0 --out /tmp/ns0.json --plot /tmp/ns0.png &
+    ...                           (seeds 1 and 2 likewise)
+    python benchmarks/new_site.py --merge /tmp/ns0.json /tmp/ns1.json /tmp/ns2.json
     # smoke (minutes): tiny volumes, few scans, one epoch
     python benchmarks/new_site.py --matrix 96 --max-slices 12 --unlabelled 4 --ks 0,2 --seeds 0,1 \
         --pretrain-epochs 1 --epochs 2 --patience 1 --val-count 2 --test-count 2 --out /tmp/new_site.json ...
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import platform
 import shutil
@@ -53,6 +59,7 @@ from eval_muscle import held_out_cases  # noqa: E402
 from lib.trainers.muscle_seg import MuscleSegTrain  # noqa: E402
 from monailabel.datastore.local import LocalDatastore  # noqa: E402
 from pretrain_label_efficiency import l3_dice, per_run_medians, subset_datastore  # noqa: E402
+from seed_runs import load_seed_runs, merged_header  # noqa: E402
 
 from sarcopenia_app.phantom import write_dataset  # noqa: E402
 from sarcopenia_app.phantom.site import NEW_SITE  # noqa: E402
@@ -73,8 +80,12 @@ def make_pools(data: Path, args) -> Dict[str, object]:
              "validation": (2 * args.val_count, "l3", args.val_count)}
     for pool, (count, labels, labelled) in sizes.items():
         if not (data / pool).exists():  # draws without L3 get no label: draw more than needed
-            write_dataset(data / pool, count=count, seed=SEEDS[pool], label_slices=labels, labelled=labelled,
+            # written beside, then renamed: a killed write leaves no half pool that a rerun would take
+            partial = data / f".{pool}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            write_dataset(partial, count=count, seed=SEEDS[pool], label_slices=labels, labelled=labelled,
                           matrix=args.matrix, max_slices=args.max_slices, variation=SITE)
+            partial.rename(data / pool)
     labels = {pool: sorted(p.name for p in (data / pool / "labels" / "final").glob("*.nii.gz"))
               for pool in ("labelled", "validation")}
     return {"unlabelled": sorted(str(p) for p in (data / "unlabelled").glob("*.nii.gz")),
@@ -251,7 +262,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--lr", type=float, default=3e-4, help="fine-tuning lr from trained weights (b, c)")
     parser.add_argument("--scratch-lr", type=float, default=1e-3, help="fine-tuning lr from random weights (d)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pools-only", action="store_true",
+                        help="only write the target pools to --data (before one process per seed)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="only combine earlier per-seed --out files")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args)
     args.ks, seeds = [int(k) for k in args.ks.split(",")], [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
     shipped = load_model(args.model)
@@ -262,6 +278,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     timing = {"pools_wall_s": round(time.perf_counter() - start, 1)}
     print(f"pools ready: {len(pools['unlabelled'])} unlabelled, {len(pools['labelled'])} labelled, "
           f"{len(pools['validation'])} validation ({time.perf_counter() - start:.0f} s)", flush=True)
+    if args.pools_only:
+        return {"pools": pools, "timing": timing}
     runs: List[Dict] = [{"k": 0, "seed": s, "arm": "shipped", "model": args.model} for s in seeds]
     adaptation = {}
     for seed in seeds:
@@ -297,23 +315,38 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     for r in runs:
         r["cases"] = scores[r["model"]]
 
-    summary = {metric: summarise(runs, args.ks, seeds, metric) for metric in METRICS}
+    settings = {k: v for k, v in vars(args).items() if k not in ("network", "merge", "pools_only")}
+    command = sys.argv if argv is None else ["benchmarks/new_site.py", *argv]
+    extra = {"command": " ".join([Path(sys.executable).name, *command]),
+             "args": {**settings, "ks": args.ks, "seeds": seeds}, "site": NEW_SITE.describe(), "pool_seeds": SEEDS,
+             "network": shipped.config.to_dict(), "pixdim_mm": shipped.pixdim_mm,
+             "model_sha256": hashlib.sha256(Path(args.model).read_bytes()).hexdigest(),
+             "versions": {p: version(p) for p in ("torch", "monai", "monailabel")},
+             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, CPU", "adaptation": adaptation,
+             "timing": timing, "wall_s": round(time.perf_counter() - start, 1)}
+    print(f"wall time {extra['wall_s'] / 60:.1f} min")
+    return report(runs, args.ks, seeds, args, extra)
+
+
+def report(runs: List[Dict], ks: Sequence[int], seeds: Sequence[int], args, extra: Dict) -> Dict:
+    """Paired summaries over `seeds` for both metrics, printed as tables; the JSON at `--out`, the plot."""
+    summary = {metric: summarise(runs, ks, seeds, metric) for metric in METRICS}
     for metric in METRICS:
         print(f"\n## {metric}: median over test cases, mean (SD) over seeds; differences [per seed]\n\n"
               f"{markdown(summary[metric])}")
-    settings = {k: v for k, v in vars(args).items() if k != "network"}
-    command = sys.argv if argv is None else ["benchmarks/new_site.py", *argv]
-    result = {"command": " ".join([Path(sys.executable).name, *command]),
-              "args": settings, "site": NEW_SITE.describe(), "pool_seeds": SEEDS, "network": shipped.config.to_dict(),
-              "pixdim_mm": shipped.pixdim_mm, "versions": {p: version(p) for p in ("torch", "monai", "monailabel")},
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, CPU", "summary": summary,
-              "adaptation": adaptation, "runs": runs, "timing": timing,
-              "wall_s": round(time.perf_counter() - start, 1)}
+    result = {**extra, "summary": summary, "runs": runs}
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
-    plot(runs, summary["dice_slab"], args.ks, seeds, Path(args.plot), args.title)
-    print(f"\nwall time {result['wall_s'] / 60:.1f} min; wrote {args.out} and {args.plot}")
+    plot(runs, summary["dice_slab"], ks, seeds, Path(args.plot), args.title)
+    print(f"\nwrote {args.out} and {args.plot}")
     return result
 
+
+def merge(paths: Sequence[str], args) -> Dict:
+    """One report over per-seed runs (one process per seed); each adapted its own encoder."""
+    runs, seeds = load_seed_runs(paths)
+    extra = merged_header(paths, runs, seeds, "benchmarks/new_site.py", ("summary", "runs", "adaptation"))
+    extra["adaptation"] = {seed: a for r in runs for seed, a in r["adaptation"].items()}
+    return report([run for r in runs for run in r["runs"]], runs[0]["args"]["ks"], seeds, args, extra)
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from sarcopenia_app.network import build_network
@@ -82,3 +83,22 @@ def test_the_benchmark_runs_and_arm_c_continues_from_the_shipped_weights(tmp_pat
     fresh = build_network(load_model(REPO / "model" / "muscle_seg.pt").config).state_dict()
     assert new_site.relative_change(fresh, shipped) > 0.5
     assert new_site.relative_change(encoder, shipped) == adaptation["change_from_shipped"]
+
+    # one process per seed, then --merge: a second seed's run (this one relabelled, its Dice 0.1 lower)
+    other = json.loads(out.read_text())
+    other["args"]["seeds"] = [1]
+    other["adaptation"] = {"1": other["adaptation"]["0"]}
+    for run in other["runs"]:
+        run["seed"] = 1
+        run["cases"] = [{**c, "dice_slab": c["dice_slab"] - (0.1 if run["arm"] == "fine_tuned" else 0.0)}
+                        for c in run["cases"]]
+    (tmp_path / "seed1.json").write_text(json.dumps(other))
+    merged = new_site.main(["--merge", str(out), str(tmp_path / "seed1.json"), "--out", str(tmp_path / "all.json"),
+                            "--plot", str(tmp_path / "all.png")])
+    assert merged["args"]["seeds"] == [0, 1] and set(merged["adaptation"]) == {"0", "1"}
+    difference = merged["summary"]["dice_slab"]["2"]["differences"]["fine_tuned - shipped"]
+    first = result["summary"]["dice_slab"]["2"]["differences"]["fine_tuned - shipped"]["per_seed"][0]
+    assert difference["per_seed"] == pytest.approx([first, first - 0.1], abs=1e-4) and difference["sd"] > 0
+    (tmp_path / "seed1.json").write_text(json.dumps({**other, "args": {**other["args"], "epochs": 3}}))
+    with pytest.raises(SystemExit, match="differ in epochs"):
+        new_site.main(["--merge", str(out), str(tmp_path / "seed1.json"), "--out", str(tmp_path / "x.json")])
