@@ -34,6 +34,11 @@ def check_ct_array(volume: np.ndarray, spacing_mm: Sequence[float]) -> None:
                              "written by a faulty conversion; export the series again")
     sample = volume[::4, ::4, :: max(volume.shape[2] // 16, 1)]
     low, high = np.percentile(sample, [1, 99.5])
+    if -500 < low < -100 and 0 < high <= 3000:  # fat and bone values, no air: cut inside the skin
+        raise InvalidCTError(
+            f"no air in the field of view (intensities from {low:.0f} to {high:.0f} HU): this looks like a CT "
+            "cropped inside the body; muscle area is measured on the whole cross-section, skin to skin: "
+            "send the uncropped scan")
     if low > -500 or high < 0 or high > 10000:
         raise InvalidCTError(
             f"intensities from {low:.0f} to {high:.0f} do not look like CT in Hounsfield units (air near -1000, "

@@ -184,6 +184,8 @@ def test_two_process_training_with_an_unreadable_image_fails_with_the_reason(dat
     (np.full((64, 64, 4), -1000.0), (1, 0, 1), "spacing"),
     (np.full((64, 64, 4), np.nan), (1, 1, 1), "NaN"),
     (np.random.default_rng(0).normal(1000, 50, (64, 64, 4)), (1, 1, 1), "Hounsfield"),
+    # a real CT crop around a vertebra (1st-99.5th percentile -206..941 HU) read "not CT" before
+    (np.random.default_rng(0).normal(30, 70, (64, 64, 4)), (1, 1, 1), "cropped inside the body"),
 ])
 def test_inputs_that_are_not_ct_are_refused_with_a_reason(volume, spacing, reason):
     with pytest.raises(InvalidCTError, match=reason):
