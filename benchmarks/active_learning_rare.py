@@ -31,7 +31,6 @@ strategy has labelled; per seed the paired differences uncertain - random, their
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import sys
@@ -52,6 +51,7 @@ from new_site import finetune, mean_sd  # noqa: E402
 from pretrain_label_efficiency import l3_dice, subset_datastore  # noqa: E402
 from seed_runs import load_seed_runs, merged_header  # noqa: E402
 
+from sarcopenia_app.analysis import model_description  # noqa: E402
 from sarcopenia_app.phantom import write_case  # noqa: E402
 from sarcopenia_app.phantom.subgroups import ORDINARY, RARE, mixed_set, rare_count  # noqa: E402
 from sarcopenia_app.segment import load_model  # noqa: E402
@@ -281,7 +281,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     settings = {k: v for k, v in vars(args).items() if k not in ("network", "merge")}
     command = sys.argv if argv is None else ["benchmarks/active_learning_rare.py", *argv]
     extra = {"command": " ".join([Path(sys.executable).name, *command]), "args": {**settings, "seeds": seeds},
-             "model_sha256": hashlib.sha256(Path(args.model).read_bytes()).hexdigest(),
+             "model_file": model_description(args.model),
              "pool_seeds": SEEDS, "pool_rare_fraction": pool_fraction,
              "subgroups": {g.name: {"patient": g.patient, "acquisition": g.acquisition,
                                     "variation": g.variation.describe()} for g in RARE},

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import platform
 import shutil
@@ -61,6 +60,7 @@ from monailabel.datastore.local import LocalDatastore  # noqa: E402
 from pretrain_label_efficiency import l3_dice, per_run_medians, subset_datastore  # noqa: E402
 from seed_runs import load_seed_runs, merged_header  # noqa: E402
 
+from sarcopenia_app.analysis import model_description  # noqa: E402
 from sarcopenia_app.phantom import write_dataset  # noqa: E402
 from sarcopenia_app.phantom.site import NEW_SITE  # noqa: E402
 from sarcopenia_app.pretrain import PretrainSettings, pretrain  # noqa: E402
@@ -318,9 +318,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     settings = {k: v for k, v in vars(args).items() if k not in ("network", "merge", "pools_only")}
     command = sys.argv if argv is None else ["benchmarks/new_site.py", *argv]
     extra = {"command": " ".join([Path(sys.executable).name, *command]),
-             "args": {**settings, "ks": args.ks, "seeds": seeds}, "site": NEW_SITE.describe(), "pool_seeds": SEEDS,
+             "args": {**settings, "seeds": seeds}, "site": NEW_SITE.describe(), "pool_seeds": SEEDS,
              "network": shipped.config.to_dict(), "pixdim_mm": shipped.pixdim_mm,
-             "model_sha256": hashlib.sha256(Path(args.model).read_bytes()).hexdigest(),
+             "model_file": model_description(args.model),
              "versions": {p: version(p) for p in ("torch", "monai", "monailabel")},
              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, CPU", "adaptation": adaptation,
              "timing": timing, "wall_s": round(time.perf_counter() - start, 1)}
@@ -347,6 +347,7 @@ def merge(paths: Sequence[str], args) -> Dict:
     extra = merged_header(paths, runs, seeds, "benchmarks/new_site.py", ("summary", "runs", "adaptation"))
     extra["adaptation"] = {seed: a for r in runs for seed, a in r["adaptation"].items()}
     return report([run for r in runs for run in r["runs"]], runs[0]["args"]["ks"], seeds, args, extra)
+
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 # settings that may differ between the runs of one benchmark: where and how each ran, and its seeds
-RUN_ONLY = ("seeds", "out", "plot", "work", "threads", "device", "merge", "title", "pools_only")
+RUN_ONLY = ("seeds", "out", "plot", "work", "threads", "device", "title")
 
 
 def load_seed_runs(paths: Sequence[str]) -> Tuple[List[Dict], List[int]]:

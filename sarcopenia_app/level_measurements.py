@@ -71,14 +71,15 @@ def _counts_around(row_levels: np.ndarray, row: float, level: float) -> bool:
     `level` - 0.5 towards the head."""
     reach = int(np.ceil(MAX_HALF_LEVEL_MM / ROW_MM))
     rows = np.arange(len(row_levels))
-    feet = [row - r for r in rows[(rows <= row) & (rows >= row - reach)] if row_levels[r] >= level + 0.5]
-    head = [r - row for r in rows[(rows >= row) & (rows <= row + reach)] if row_levels[r] <= level - 0.5]
+    below, above = rows[(rows <= row) & (rows >= row - reach)], rows[(rows >= row) & (rows <= row + reach)]
+    feet = row - below[row_levels[below] >= level + 0.5]  # distances in rows
+    head = above[row_levels[above] <= level - 0.5] - row
     # the scan ends within reach: nothing left to see; below L5 the coordinate flattens above S1, the
     # lowest level it knows, so it need not reach L5's lower half-level
     feet_cut = row - reach <= 0 or level + 0.5 > LEVEL_NAMES.index("S1") - 1
     head_cut = row + reach >= len(row_levels) - 1
     for distances, cut in ((feet, feet_cut), (head, head_cut)):
-        if (not distances and not cut) or (distances and min(distances) * ROW_MM < MIN_HALF_LEVEL_MM):
+        if (distances.size == 0 and not cut) or (distances.size and distances.min() * ROW_MM < MIN_HALF_LEVEL_MM):
             return False
     return True
 
