@@ -95,8 +95,14 @@ def finetune(datastore: Path, init: str, encoder: Path, work: Path, seed: int, k
 def l3_dice(case, models: Dict[str, MuscleModel], device: str = "cpu") -> Dict[str, Dict[str, float]]:
     """Mid-L3 and L3-body Dice of each model on one held-out case (network on the L3 slab only)."""
     affine, to_stored = stored_layout(case, case.acquisition.orientation)
-    hu, truth = to_stored(case.hu), to_stored(case.muscle)
-    first, last, mid = min(case.level_slices("L3")), max(case.level_slices("L3")), case.l3_mid_index
+    return slab_dice(to_stored(case.hu), to_stored(case.muscle), affine,
+                     (min(case.level_slices("L3")), max(case.level_slices("L3")), case.l3_mid_index), models, device)
+
+
+def slab_dice(hu: np.ndarray, truth: np.ndarray, affine: np.ndarray, l3_slices: Sequence[int],
+              models: Dict[str, MuscleModel], device: str = "cpu") -> Dict[str, Dict[str, float]]:
+    """`l3_dice` on stored arrays: `l3_slices` is (first, last, mid) slice of the L3 body."""
+    first, last, mid = l3_slices
     image = MetaTensor(torch.from_numpy(hu[None].astype(np.float32)), affine=torch.from_numpy(affine))
     scores = {}
     for name, model in models.items():

@@ -4,6 +4,7 @@ the shipped weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -45,15 +46,21 @@ def test_the_new_site_is_far_from_every_standard_draw():
         assert site.hu[muscle[0]].std() > plain.hu[muscle[1]].std() + 15.0
 
 
+TINY_RUN = ["--matrix", "96", "--max-slices", "12", "--unlabelled", "3", "--ks", "0,2", "--pretrain-epochs", "1",
+            "--pretrain-crop-px", "48", "--epochs", "2", "--patience", "1", "--crop-px", "64", "--crops-per-epoch", "8",
+            "--val-count", "1", "--test-count", "1", "--threads", "1"]
+
+
+def tiny_run(tmp_path, seeds: str, *extra: str) -> dict:
+    return new_site.main([*TINY_RUN, "--seeds", seeds, "--data", str(tmp_path / "ds"), "--work", str(tmp_path / "work"),
+                          "--records", str(tmp_path / "records"), "--out", str(tmp_path / f"s{seeds}.json"),
+                          "--plot", str(tmp_path / f"s{seeds}.png"), *extra])
+
+
 def test_the_benchmark_runs_and_arm_c_continues_from_the_shipped_weights(tmp_path):
-    out = tmp_path / "new_site.json"
-    new_site.main(["--matrix", "96", "--max-slices", "12", "--unlabelled", "3", "--ks", "0,2", "--seeds", "0",
-                   "--pretrain-epochs", "1", "--pretrain-crop-px", "48", "--epochs", "2", "--patience", "1",
-                   "--crop-px", "64", "--crops-per-epoch", "8", "--val-count", "1", "--test-count", "1",
-                   "--threads", "1", "--data", str(tmp_path / "ds"), "--work", str(tmp_path / "work"),
-                   "--out", str(out), "--plot", str(tmp_path / "new_site.png")])
-    result = json.loads(out.read_text())
-    assert (tmp_path / "new_site.png").stat().st_size > 0
+    result = tiny_run(tmp_path, "0")
+    assert json.loads((tmp_path / "s0.json").read_text()) == result
+    assert (tmp_path / "s0.png").stat().st_size > 0 and result["missing"] == []
     assert result["site"]["name"] == "new_site" and result["network"]["channels"] == [16, 32, 64, 128, 256]
     for metric in ("dice_slab", "dice_mid"):
         summary = result["summary"][metric]
@@ -77,28 +84,64 @@ def test_the_benchmark_runs_and_arm_c_continues_from_the_shipped_weights(tmp_pat
     assert adaptation["tensors_from_start_model"] == adaptation["tensors_kept"] > 0
     assert adaptation["output_layers_are_shipped"] and adaptation["from_start"]
     shipped = torch.load(REPO / "model" / "muscle_seg.pt", map_location="cpu", weights_only=True)["model"]
-    encoder = torch.load(adaptation["encoder_path"], map_location="cpu", weights_only=True)["model"]
+    records = tmp_path / "records"
+    encoder = torch.load(records / adaptation["encoder_file"], map_location="cpu", weights_only=True)["model"]
     assert set(encoder) == set(shipped)
     assert 0.0 < adaptation["change_from_shipped"] < 0.2  # a random start would be ~1 away
     fresh = build_network(load_model(REPO / "model" / "muscle_seg.pt").config).state_dict()
     assert new_site.relative_change(fresh, shipped) > 0.5
     assert new_site.relative_change(encoder, shipped) == adaptation["change_from_shipped"]
+    assert not (records / "s0" / "adapt" / "checkpoint.pt").exists()  # finished: only the encoder stays
 
-    # one process per seed, then --merge: a second seed's run (this one relabelled, its Dice 0.1 lower)
-    other = json.loads(out.read_text())
-    other["args"]["seeds"] = [1]
-    other["adaptation"] = {"1": other["adaptation"]["0"]}
-    for run in other["runs"]:
-        run["seed"] = 1
-        run["cases"] = [{**c, "dice_slab": c["dice_slab"] - (0.1 if run["arm"] == "fine_tuned" else 0.0)}
-                        for c in run["cases"]]
-    (tmp_path / "seed1.json").write_text(json.dumps(other))
-    merged = new_site.main(["--merge", str(out), str(tmp_path / "seed1.json"), "--out", str(tmp_path / "all.json"),
-                            "--plot", str(tmp_path / "all.png")])
-    assert merged["args"]["seeds"] == [0, 1] and set(merged["adaptation"]) == {"0", "1"}
-    difference = merged["summary"]["dice_slab"]["2"]["differences"]["fine_tuned - shipped"]
-    first = result["summary"]["dice_slab"]["2"]["differences"]["fine_tuned - shipped"]["per_seed"][0]
-    assert difference["per_seed"] == pytest.approx([first, first - 0.1], abs=1e-4) and difference["sd"] > 0
-    (tmp_path / "seed1.json").write_text(json.dumps({**other, "args": {**other["args"], "epochs": 3}}))
-    with pytest.raises(SystemExit, match="differ in epochs"):
-        new_site.main(["--merge", str(out), str(tmp_path / "seed1.json"), "--out", str(tmp_path / "x.json")])
+
+def test_a_run_continues_from_its_records_and_refuses_other_settings(tmp_path, monkeypatch):
+    first = tiny_run(tmp_path, "0")
+    records = tmp_path / "records"
+    # a second session: a stopped pretraining of seed 1 (its checkpoint) and seed 0's K=2 scratch run lost
+    (records / "s0" / "k2_scratch.json").unlink()
+    trained = []
+    real_finetune, real_pretrain = new_site.finetune, new_site.pretrain
+    monkeypatch.setattr(new_site, "finetune", lambda *a, **kw: trained.append((a[5], a[4])) or real_finetune(*a, **kw))
+    pretrained = []
+    monkeypatch.setattr(new_site, "pretrain", lambda *a, **kw: pretrained.append(a[5].seed) or real_pretrain(*a, **kw))
+    both = tiny_run(tmp_path, "0,1")
+    assert trained == [(2, 0), (2, 1), (2, 1), (2, 1)]  # only the missing run of seed 0, then all of seed 1
+    assert pretrained == [1]
+    assert both["missing"] == [] and both["args"]["seeds"] == [0, 1]
+    kept = [r for r in both["runs"] if r["seed"] == 0 and r["arm"] != "scratch"]
+    assert kept == [r for r in first["runs"] if r["arm"] != "scratch"]  # read back, not run again
+    difference = both["summary"]["dice_slab"]["2"]["differences"]["fine_tuned - shipped"]
+    assert len(difference["per_seed"]) == 2 and difference["per_seed"][0] == \
+        first["summary"]["dice_slab"]["2"]["differences"]["fine_tuned - shipped"]["per_seed"][0]
+
+    # --report alone: every recorded seed, nothing trained; a seed not run yet is listed as missing
+    trained.clear()
+    report = new_site.main([*TINY_RUN, "--seeds", "0,1,2", "--records", str(records), "--report",
+                            "--out", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
+    assert trained == [] and "s2/k2_fine_tuned.json" in report["missing"]
+    assert set(report["summary"]["dice_slab"]["2"]["arms"]) == {"shipped"}  # no arm is there for every seed
+
+    with pytest.raises(SystemExit, match="other settings .*epochs"):
+        tiny_run(tmp_path, "0", "--epochs", "3")
+
+
+def test_a_stopped_pretraining_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    """Killed after its first checkpoint: the next run starts at that step, not at 0."""
+    real_pretrain = new_site.pretrain
+    summaries = []
+
+    def pretrain_then_stop(images, config, pixdim_mm, checkpoint, encoder, settings, start):
+        if not summaries:  # the first run stops after one checkpoint: keep it as a kill would
+            settings = dataclasses.replace(settings, max_epochs=1)
+            summaries.append(real_pretrain(images, config, pixdim_mm, checkpoint, encoder, settings, start=start))
+            raise KeyboardInterrupt
+        summaries.append(real_pretrain(images, config, pixdim_mm, checkpoint, encoder, settings, start=start))
+        return summaries[-1]
+
+    monkeypatch.setattr(new_site, "pretrain", pretrain_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(tmp_path, "0", "--pretrain-epochs", "2")
+    assert (tmp_path / "records" / "s0" / "adapt" / "checkpoint.pt").exists()
+    result = tiny_run(tmp_path, "0", "--pretrain-epochs", "2")
+    assert summaries[1]["resumed_from"] == summaries[0]["step"] > 0
+    assert result["adaptation"]["0"]["step"] == summaries[1]["total_steps"] == 2 * summaries[0]["step"]

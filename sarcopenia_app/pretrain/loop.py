@@ -94,6 +94,17 @@ def learning_rate(step: int, total_steps: int, lr: float) -> float:
     return lr * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def training_samples(images: Sequence[Union[str, Path]], config: NetworkConfig, pixdim_mm: float,
+                     settings: PretrainSettings, step: int) -> DataLoader:
+    """Batches of corrupted view pairs; the volumes on the model grid are cached (`cache_rate`)."""
+    transforms = sample_transforms(config, pixdim_mm, settings)
+    if settings.seed is not None:
+        transforms.set_random_state(seed=settings.seed + step)
+    dataset = CacheDataset([{"image": str(path)} for path in images], transforms, cache_rate=settings.cache_rate,
+                           num_workers=max(settings.workers, 1), progress=False)
+    return DataLoader(dataset, batch_size=settings.volumes_per_batch, shuffle=True, num_workers=settings.workers)
+
+
 def pretrain(images: Sequence[Union[str, Path]], config: NetworkConfig, pixdim_mm: float,
              checkpoint_path: Union[str, Path], encoder_path: Union[str, Path],
              settings: PretrainSettings = PretrainSettings(), device: Union[str, torch.device] = "cpu",
@@ -117,13 +128,8 @@ def pretrain(images: Sequence[Union[str, Path]], config: NetworkConfig, pixdim_m
     started_from = start_from_segmentation(model, start_state) if start_state and progress is None else []
     progress = progress or Progress()
 
-    transforms = sample_transforms(config, pixdim_mm, settings)
-    if settings.seed is not None:
-        transforms.set_random_state(seed=settings.seed + progress.step)
-    dataset = CacheDataset([{"image": str(path)} for path in images], transforms, cache_rate=settings.cache_rate,
-                           num_workers=max(settings.workers, 1), progress=False)
-    loader = DataLoader(dataset, batch_size=settings.volumes_per_batch, shuffle=True, num_workers=settings.workers)
     total_steps = settings.max_epochs * math.ceil(len(images) / settings.volumes_per_batch)
+    loader = training_samples(images, config, pixdim_mm, settings, progress.step) if progress.step < total_steps else []
     contrastive = ContrastiveLoss(temperature=settings.temperature)
     logger.info(f"Pretraining on {len(images)} volumes: step {progress.step} of {total_steps}"
                 + (f" (resumed from {checkpoint_path})" if resumed_from is not None else ""))
