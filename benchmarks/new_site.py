@@ -81,8 +81,8 @@ DIFFERENCES = (("fine_tuned", "shipped"), ("adapted", "fine_tuned"), ("scratch",
 METRICS = ("dice_slab", "dice_mid")
 # settings that do not change what a run measures: where and how it runs, what it reports
 ENCODER = "s{seed}/adapt/encoder.pt"  # arm (c)'s start, in the records folder
-RUN_ONLY = ("seeds", "out", "plot", "work", "data", "records", "threads", "title", "pools_only", "report",
-            "pretrain_cache_rate")
+RUN_ONLY = ("seeds", "out", "plot", "work", "data", "records", "threads", "device", "title", "pools_only",
+            "report", "pretrain_cache_rate")
 
 
 def make_pools(data: Path, args) -> Dict[str, object]:
@@ -160,7 +160,7 @@ def adapt(images: Sequence[str], shipped: MuscleModel, folder: Path, seed: int, 
                                 seed=seed, checkpoint_every_steps=20)
     cpu = time.process_time()
     summary = pretrain(images, shipped.config, shipped.pixdim_mm, folder / "checkpoint.pt", folder / "encoder.pt",
-                       settings, start=shipped)
+                       settings, device=args.device, start=shipped)
     encoder = torch.load(folder / "encoder.pt", map_location="cpu", weights_only=True)
     shipped_state = shipped.network.state_dict()
     return {**{k: v for k, v in summary.items() if k not in ("skipped", "checkpoint_path", "encoder_path")},
@@ -170,7 +170,7 @@ def adapt(images: Sequence[str], shipped: MuscleModel, folder: Path, seed: int, 
                                               for n in encoder["from_start"])}
 
 
-def score(models: Dict[str, MuscleModel], test: Path) -> Dict[str, List[Dict]]:
+def score(models: Dict[str, MuscleModel], test: Path, device: str = "cpu") -> Dict[str, List[Dict]]:
     """Dice over the L3 body and on the mid-L3 slice of each model on every test draw with L3,
     read from the test pool (the generator's stored image, truth mask and L3 slices)."""
     scores: Dict[str, List[Dict]] = {name: [] for name in models}
@@ -181,7 +181,7 @@ def score(models: Dict[str, MuscleModel], test: Path) -> Dict[str, List[Dict]]:
         image = nib.load(test / truth["files"]["image"])
         mask = np.asarray(nib.load(test / truth["files"]["muscle"]).dataobj)
         l3 = (*truth["l3_index_range"], truth["l3_mid_index"])
-        for name, s in slab_dice(np.asarray(image.dataobj), mask, image.affine, l3, models).items():
+        for name, s in slab_dice(np.asarray(image.dataobj), mask, image.affine, l3, models, device).items():
             scores[name].append({"case": truth["id"], **s})
     return scores
 
@@ -343,6 +343,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--lr", type=float, default=3e-4, help="fine-tuning lr from trained weights (b, c)")
     parser.add_argument("--scratch-lr", type=float, default=1e-3, help="fine-tuning lr from random weights (d)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--records", default=str(REPO / "docs" / "new_site_runs"),
                         help="what is finished (settings, adaptations, one JSON per run): a rerun skips it")
     parser.add_argument("--pools-only", action="store_true",
@@ -367,8 +368,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     if args.pools_only:
         return {"pools": pools}
     if records.read("shipped.json") is None:
-        records.write("shipped.json", {"model": model_description(args.model),
-                                       "cases": score({"shipped": shipped}, pools["test"])["shipped"]})
+        cases = score({"shipped": load_model(args.model, args.device)}, pools["test"], args.device)["shipped"]
+        records.write("shipped.json", {"model": model_description(args.model), "cases": cases})
     for seed in seeds:
         adaptation = records.read(f"s{seed}/adapt.json")
         if adaptation is None:
@@ -381,7 +382,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
               f"{adaptation['change_from_shipped']}", flush=True)
         encoder = records.folder / ENCODER.format(seed=seed)
         if records.read(run_name(seed, 0, "adapted")) is None:
-            cases = score({"adapted": load_model(encoder)}, pools["test"])["adapted"]  # strict: a whole network
+            # loaded strictly: the encoder file must be a whole network
+            cases = score({"adapted": load_model(encoder, args.device)}, pools["test"], args.device)["adapted"]
             records.write(run_name(seed, 0, "adapted"), {"k": 0, "seed": seed, "arm": "adapted",
                                                           "model": ENCODER.format(seed=seed), "cases": cases})
         for k in [k for k in args.ks if k > 0]:
@@ -394,8 +396,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
                 datastore = subset_datastore(Path(args.data) / "labelled", names, work / f"ds_k{k}_s{seed}")
                 from_file, lr = starts[arm]
                 run = finetune(datastore, from_file, pools["validation"], work / f"ft_k{k}_s{seed}_{arm}", seed, k,
-                               lr, args)
-                cases = score({arm: load_model(run["model"])}, pools["test"])[arm]
+                               lr, args, device=args.device)
+                cases = score({arm: load_model(run["model"], args.device)}, pools["test"], args.device)[arm]
                 records.write(run_name(seed, k, arm), {"k": k, "seed": seed, "arm": arm, "volumes": names, **run,
                                                        "cases": cases, "machine": machine()})
                 print(f"K={k} seed={seed} {arm}: {run['epochs_run']} epochs (best {run['best_epoch']}, val Dice "
@@ -409,7 +411,8 @@ def command_line(argv: Optional[Sequence[str]]) -> str:
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} threads, {'GPU' if torch.cuda.is_available() else 'CPU'}"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    return f"{platform.machine()}, {torch.get_num_threads()} threads, {device}"
 
 
 def report(records: Records, ks: Sequence[int], seeds: Sequence[int], args, extra: Dict) -> Dict:

@@ -130,12 +130,12 @@ def test_a_stopped_pretraining_continues_from_its_checkpoint(tmp_path, monkeypat
     real_pretrain = new_site.pretrain
     summaries = []
 
-    def pretrain_then_stop(images, config, pixdim_mm, checkpoint, encoder, settings, start):
+    def pretrain_then_stop(*args, **kwargs):
         if not summaries:  # the first run stops after one checkpoint: keep it as a kill would
-            settings = dataclasses.replace(settings, max_epochs=1)
-            summaries.append(real_pretrain(images, config, pixdim_mm, checkpoint, encoder, settings, start=start))
+            settings = dataclasses.replace(args[5], max_epochs=1)
+            summaries.append(real_pretrain(*args[:5], settings, **kwargs))
             raise KeyboardInterrupt
-        summaries.append(real_pretrain(images, config, pixdim_mm, checkpoint, encoder, settings, start=start))
+        summaries.append(real_pretrain(*args, **kwargs))
         return summaries[-1]
 
     monkeypatch.setattr(new_site, "pretrain", pretrain_then_stop)
