@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import new_site  # noqa: E402
+import new_site_encoder_probe  # noqa: E402
 
 TINY = dict(matrix=64, max_slices=4)
 
@@ -145,3 +146,14 @@ def test_a_stopped_pretraining_continues_from_its_checkpoint(tmp_path, monkeypat
     result = tiny_run(tmp_path, "0", "--pretrain-epochs", "2")
     assert summaries[1]["resumed_from"] == summaries[0]["step"] > 0
     assert result["adaptation"]["0"]["step"] == summaries[1]["total_steps"] == 2 * summaries[0]["step"]
+
+
+def test_the_probe_splits_the_unet_into_its_down_and_up_paths():
+    """Down path and bottom = encoder; every up block (item 2 of a down-skip-up block) = decoder."""
+    network = build_network(load_model(REPO / "model" / "muscle_seg.pt").config)
+    decoder = {n for n in network.state_dict() if new_site_encoder_probe.is_decoder(n)}
+    up_blocks = [m for n, m in network.named_modules() if n.endswith(("model.2", "submodule.2"))]
+    assert len(up_blocks) == len(network.channels) - 1  # one up block per down-sampling
+    assert sum(p.numel() for m in up_blocks for p in m.state_dict().values()) == \
+        sum(network.state_dict()[n].numel() for n in decoder)
+    assert not any(n.startswith("model.0.") for n in decoder) and any(n.startswith("model.2.") for n in decoder)
