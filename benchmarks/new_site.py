@@ -66,6 +66,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from lib.trainers.muscle_seg import MuscleSegTrain  # noqa: E402
 from monailabel.datastore.local import LocalDatastore  # noqa: E402
 from pretrain_label_efficiency import per_run_medians, slab_dice, subset_datastore  # noqa: E402
+import seed_runs  # noqa: E402
 
 from sarcopenia_app.analysis import model_description  # noqa: E402
 from sarcopenia_app.phantom import write_dataset  # noqa: E402
@@ -79,10 +80,9 @@ SEEDS = {"unlabelled": 7000, "labelled": 7100, "validation": 7200, "test": 7300}
 ARMS = ("shipped", "fine_tuned", "adapted", "scratch")  # (a), (b), (c), (d)
 DIFFERENCES = (("fine_tuned", "shipped"), ("adapted", "fine_tuned"), ("scratch", "fine_tuned"), ("adapted", "shipped"))
 METRICS = ("dice_slab", "dice_mid")
-# settings that do not change what a run measures: where and how it runs, what it reports
 ENCODER = "s{seed}/adapt/encoder.pt"  # arm (c)'s start, in the records folder
-RUN_ONLY = ("seeds", "out", "plot", "work", "data", "records", "threads", "device", "title", "pools_only",
-            "report", "pretrain_cache_rate")
+# settings that do not change what a run measures: where and how it runs, what it reports
+RUN_ONLY = (*seed_runs.RUN_ONLY, "data", "records", "pools_only", "report", "pretrain_cache_rate")
 
 
 def make_pools(data: Path, args) -> Dict[str, object]:
@@ -199,9 +199,13 @@ class Records:
         if kept is None:
             write_json_atomically(folder / "settings.json", settings, keep_backup=False)
         elif kept != settings:
-            differing = sorted(k for k in {**kept, **settings} if kept.get(k) != settings.get(k))
+            differing = seed_runs.differing_settings([kept, settings])
             raise SystemExit(f"{folder} holds runs with other settings ({', '.join(differing)}): "
                              f"give another --records folder")
+
+    def adapt_folder(self, seed: int) -> Path:
+        """Arm (c)'s pretraining of `seed`: its checkpoint while it runs, then its encoder file."""
+        return (self.folder / ENCODER.format(seed=seed)).parent
 
     def read(self, name: str) -> Optional[Dict]:
         path = self.folder / name
@@ -219,9 +223,12 @@ class Records:
             for k in ks:
                 if shipped:
                     runs.append({"k": k, "seed": seed, "arm": "shipped", **shipped})
-                for arm in trained_arms(k):
-                    record = self.read(run_name(seed, k, arm))
-                    runs.append(record) if record else missing.append(run_name(seed, k, arm))
+                for name in (run_name(seed, k, arm) for arm in trained_arms(k)):
+                    record = self.read(name)
+                    if record:
+                        runs.append(record)
+                    else:
+                        missing.append(name)
         return runs, missing + ([] if shipped else ["shipped.json"])
 
 
@@ -373,11 +380,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     for seed in seeds:
         adaptation = records.read(f"s{seed}/adapt.json")
         if adaptation is None:
-            adaptation = adapt(pools["unlabelled"], shipped, records.folder / f"s{seed}" / "adapt", seed, args)
+            adaptation = adapt(pools["unlabelled"], shipped, records.adapt_folder(seed), seed, args)
             adaptation["encoder_file"] = ENCODER.format(seed=seed)  # in the records folder
             records.write(f"s{seed}/adapt.json", adaptation)
             # recorded as finished: the checkpoint (optimiser state, 11 MB) goes, the encoder file stays
-            (records.folder / f"s{seed}" / "adapt" / "checkpoint.pt").unlink()
+            (records.adapt_folder(seed) / "checkpoint.pt").unlink()
         print(f"seed {seed}: adapted {adaptation['step']} steps, change from shipped "
               f"{adaptation['change_from_shipped']}", flush=True)
         encoder = records.folder / ENCODER.format(seed=seed)
@@ -390,10 +397,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
             names = sorted(np.random.default_rng(seed).choice(pools["labelled"], size=k, replace=False))
             starts = {"fine_tuned": (Path(args.model), args.lr), "adapted": (encoder, args.lr),
                       "scratch": (None, args.scratch_lr)}
-            for arm in trained_arms(k):
-                if records.read(run_name(seed, k, arm)) is not None:
-                    continue
+            to_run = [arm for arm in trained_arms(k) if records.read(run_name(seed, k, arm)) is None]
+            if to_run:
                 datastore = subset_datastore(Path(args.data) / "labelled", names, work / f"ds_k{k}_s{seed}")
+            for arm in to_run:
                 from_file, lr = starts[arm]
                 run = finetune(datastore, from_file, pools["validation"], work / f"ft_k{k}_s{seed}_{arm}", seed, k,
                                lr, args, device=args.device)

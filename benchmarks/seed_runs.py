@@ -11,12 +11,16 @@ from typing import Dict, List, Sequence, Tuple
 RUN_ONLY = ("seeds", "out", "plot", "work", "threads", "device", "title")
 
 
+def differing_settings(settings: Sequence[Dict]) -> List[str]:
+    """Names of the settings that are not the same in every one of `settings`."""
+    return sorted({k for s in settings for k in s if any(o.get(k) != s[k] for o in settings)})
+
+
 def load_seed_runs(paths: Sequence[str]) -> Tuple[List[Dict], List[int]]:
     """The runs' JSON and their seeds, in order; exits with the reason when they are not one
     experiment (settings that differ beyond RUN_ONLY) or a seed comes twice."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    same = [{k: v for k, v in r["args"].items() if k not in RUN_ONLY} for r in runs]
-    differing = sorted({k for s in same for k in s if any(o.get(k) != s[k] for o in same)})
+    differing = differing_settings([{k: v for k, v in r["args"].items() if k not in RUN_ONLY} for r in runs])
     if differing:
         raise SystemExit(f"--merge: the runs differ in {', '.join(differing)}")
     seeds = [s for r in runs for s in r["args"]["seeds"]]
