@@ -82,7 +82,7 @@ DIFFERENCES = (("fine_tuned", "shipped"), ("adapted", "fine_tuned"), ("scratch",
 METRICS = ("dice_slab", "dice_mid")
 ENCODER = "s{seed}/adapt/encoder.pt"  # arm (c)'s start, in the records folder
 # settings that do not change what a run measures: where and how it runs, what it reports
-RUN_ONLY = (*seed_runs.RUN_ONLY, "data", "records", "pools_only", "report", "pretrain_cache_rate")
+RUN_ONLY = (*seed_runs.RUN_ONLY, "data", "records", "pools_only", "report", "pretrain_cache_rate", "arms")
 
 
 def make_pools(data: Path, args) -> Dict[str, object]:
@@ -349,6 +349,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--crops-per-epoch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4, help="fine-tuning lr from trained weights (b, c)")
     parser.add_argument("--scratch-lr", type=float, default=1e-3, help="fine-tuning lr from random weights (d)")
+    parser.add_argument("--arms", default=",".join(ARMS[1:]),
+                        help="which trained arms this process runs (the others are left for a later call), "
+                             "e.g. the paired b and c before the costlier scratch runs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--records", default=str(REPO / "docs" / "new_site_runs"),
@@ -397,7 +400,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
             names = sorted(np.random.default_rng(seed).choice(pools["labelled"], size=k, replace=False))
             starts = {"fine_tuned": (Path(args.model), args.lr), "adapted": (encoder, args.lr),
                       "scratch": (None, args.scratch_lr)}
-            to_run = [arm for arm in trained_arms(k) if records.read(run_name(seed, k, arm)) is None]
+            to_run = [arm for arm in trained_arms(k)
+                      if arm in args.arms.split(",") and records.read(run_name(seed, k, arm)) is None]
             if to_run:
                 datastore = subset_datastore(Path(args.data) / "labelled", names, work / f"ds_k{k}_s{seed}")
             for arm in to_run:

@@ -105,8 +105,13 @@ def test_a_run_continues_from_its_records_and_refuses_other_settings(tmp_path, m
     monkeypatch.setattr(new_site, "finetune", lambda *a, **kw: trained.append((a[5], a[4])) or real_finetune(*a, **kw))
     pretrained = []
     monkeypatch.setattr(new_site, "pretrain", lambda *a, **kw: pretrained.append(a[5].seed) or real_pretrain(*a, **kw))
+    # the paired arms first (--arms): seed 0 has them, seed 1 runs them; both scratch runs are left
+    paired = tiny_run(tmp_path, "0,1", "--arms", "fine_tuned,adapted")
+    assert trained == [(2, 1), (2, 1)] and pretrained == [1]
+    assert paired["missing"] == ["s0/k2_scratch.json", "s1/k2_scratch.json"]
+    trained.clear()
     both = tiny_run(tmp_path, "0,1")
-    assert trained == [(2, 0), (2, 1), (2, 1), (2, 1)]  # only the missing run of seed 0, then all of seed 1
+    assert trained == [(2, 0), (2, 1)]  # only what is missing: the scratch runs
     assert pretrained == [1]
     assert both["missing"] == [] and both["args"]["seeds"] == [0, 1]
     kept = [r for r in both["runs"] if r["seed"] == 0 and r["arm"] != "scratch"]
