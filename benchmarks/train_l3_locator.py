@@ -46,7 +46,11 @@ def cached_sample(cache: Path, seed: int, index: int, variation: str = "standard
         case = generate_case(seed, index, matrix=MATRICES[index % len(MATRICES)], max_slices=400, variation=variation,
                              acquisition_overrides=slices)
         sample = phantom_sample(case)
-        np.savez_compressed(path, image=sample.image, level=sample.level, in_l3=sample.in_l3, in_body=sample.in_body)
+        partial = path.with_name(f".{path.name}")  # renamed when whole: a killed run leaves no broken entry
+        with open(partial, "wb") as handle:
+            np.savez_compressed(handle, image=sample.image, level=sample.level, in_l3=sample.in_l3,
+                                in_body=sample.in_body)
+        partial.replace(path)
     data = np.load(path)
     return LevelSample(data["image"], data["level"], data["in_l3"], data["in_body"])
 
@@ -67,7 +71,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--cache", default="/tmp/sarcopenia_l3_cache")
+    # projections with the whole level coordinate (since 2026-12-07; the older cache held it clipped at T10)
+    parser.add_argument("--cache", default="/tmp/sarcopenia_l3_cache_t1_s1")
     parser.add_argument("--out", default=str(REPO / "model" / "l3_locator.pt"))
     parser.add_argument("--init", help="continue from this locator file instead of random weights")
     args = parser.parse_args()

@@ -8,9 +8,9 @@ import torch
 from monai.data import MetaTensor
 
 from sarcopenia_app.level import load_locator, locate_l3
-from sarcopenia_app.level.locator import build_locator
+from sarcopenia_app.level.locator import LEVEL_NAMES, LOWEST_TRAINED_LEVEL, build_locator, level_name
 from sarcopenia_app.level.projection import ROW_MM, project
-from sarcopenia_app.level.training import augment, loss, phantom_sample
+from sarcopenia_app.level.training import LevelSample, augment, loss, phantom_sample
 from sarcopenia_app.phantom import generate_case
 from sarcopenia_app.phantom.writer import stored_layout
 
@@ -57,6 +57,22 @@ def test_a_few_training_steps_lower_the_loss():
         optimizer.step()
         losses.append(float(value))
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+
+
+def test_samples_keep_the_whole_level_and_views_clip_it_at_the_lowest_trained_level():
+    """A cached sample holds the coordinate from T1 on, so a cache serves any LOWEST_TRAINED_LEVEL;
+    a training view teaches every row above that level as that level."""
+    rows = 400
+    level = np.linspace(LEVEL_NAMES.index("S1"), LEVEL_NAMES.index("T3"), rows).astype(np.float32)  # feet first
+    sample = LevelSample(np.zeros((2, 32, rows), np.float32), level, np.zeros(rows, np.float32),
+                         np.zeros(rows, np.float32))
+    rng = np.random.default_rng(0)
+    taught = np.concatenate([view[1][view[4] > 0] for view in (augment(sample, 512, rng) for _ in range(40))])
+    assert taught.min() == pytest.approx(LOWEST_TRAINED_LEVEL) and taught.max() > LEVEL_NAMES.index("L5")
+    assert level_name(LOWEST_TRAINED_LEVEL + 1) == LEVEL_NAMES[int(LOWEST_TRAINED_LEVEL) + 1]
+    assert level_name(LOWEST_TRAINED_LEVEL) == f"{LEVEL_NAMES[int(LOWEST_TRAINED_LEVEL)]} or above"
+    chest = phantom_sample(generate_case(3100, 1, matrix=64, max_slices=200))  # a chest scan from T2
+    assert chest.level.min() < LOWEST_TRAINED_LEVEL - 2
 
 
 def _stored_image(case):

@@ -31,7 +31,8 @@ from .projection import CHANNELS, ROW_MM, Projection, project
 
 LEVEL_NAMES: Tuple[str, ...] = tuple([f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"])
 L3_LEVEL = float(LEVEL_NAMES.index("L3"))
-LOWEST_TRAINED_LEVEL = float(LEVEL_NAMES.index("T10"))  # rows above T10 are all taught "T10"
+# rows above T10 are all taught "T10" (teaching down to T8 was tried and counted worse: docs/cohorts.md)
+LOWEST_TRAINED_LEVEL = float(LEVEL_NAMES.index("T10"))
 ROW_DIVISOR = 16  # the network halves the rows four times
 LEVEL_SCALE = 4.0  # the network regresses (level - L3) / LEVEL_SCALE: outputs of order one
 MIN_CONFIDENCE = 0.25  # below this the slice is still reported, with a warning (docs/measurements.md)
@@ -143,7 +144,7 @@ def predict_rows(locator: LevelLocator, projection: Projection,
 
 def level_name(level: float) -> str:
     if level < LOWEST_TRAINED_LEVEL + 0.5:
-        return "T10 or above"
+        return f"{LEVEL_NAMES[int(LOWEST_TRAINED_LEVEL)]} or above"
     return LEVEL_NAMES[int(np.clip(np.rint(level), 0, len(LEVEL_NAMES) - 1))]
 
 

@@ -45,11 +45,10 @@ class LevelSample:
 
 def level_coordinate(case: PhantomCase, z_anatomical_mm: np.ndarray) -> np.ndarray:
     """Piecewise-linear level coordinate: LEVEL_NAMES index at each body's middle, clipped beyond
-    S1 and above LOWEST_TRAINED_LEVEL (T10: which thoracic level a row is does not matter for L3,
-    and learning it would cost capacity)."""
+    T1 and S1. Training clips it again above LOWEST_TRAINED_LEVEL (`augment`), so cached samples
+    serve whatever that level is."""
     mids = np.array([lv.z_mid for lv in case.spine.levels])  # T1 first: decreasing z
-    level = np.interp(z_anatomical_mm, mids[::-1], np.arange(len(LEVEL_NAMES), dtype=float)[::-1])
-    return np.maximum(level, LOWEST_TRAINED_LEVEL)
+    return np.interp(z_anatomical_mm, mids[::-1], np.arange(len(LEVEL_NAMES), dtype=float)[::-1])
 
 
 def phantom_sample(case: PhantomCase) -> LevelSample:
