@@ -362,6 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
                         help="only report the runs recorded for --seeds (what is missing is listed)")
     args = parser.parse_args(argv)
     args.ks, seeds = [int(k) for k in args.ks.split(",")], [int(s) for s in args.seeds.split(",")]
+    arms = args.arms.split(",")
     # the start model by its content: the same weights in another checkout are the same experiment
     records = Records(Path(args.records), {**{k: v for k, v in vars(args).items() if k not in RUN_ONLY},
                                            "model": model_description(args.model)})
@@ -401,7 +402,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
             starts = {"fine_tuned": (Path(args.model), args.lr), "adapted": (encoder, args.lr),
                       "scratch": (None, args.scratch_lr)}
             to_run = [arm for arm in trained_arms(k)
-                      if arm in args.arms.split(",") and records.read(run_name(seed, k, arm)) is None]
+                      if arm in arms and records.read(run_name(seed, k, arm)) is None]
             if to_run:
                 datastore = subset_datastore(Path(args.data) / "labelled", names, work / f"ds_k{k}_s{seed}")
             for arm in to_run:

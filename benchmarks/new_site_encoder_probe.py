@@ -40,16 +40,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--data", default="/tmp/sarcopenia_new_site_ds", help="new_site.py's pools (--pools-only)")
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args(argv)
-    result = {}
+    result, model = {}, load_model(args.model)
+    shipped = {name: tensor.clone() for name, tensor in model.network.state_dict().items()}
+    encoder = [name for name in shipped if not is_decoder(name)]
     for seed in [int(s) for s in args.seeds.split(",")]:
         adapted = torch.load(Path(args.records) / ENCODER.format(seed=seed), map_location="cpu", weights_only=True)
-        model = load_model(args.model)
-        state = model.network.state_dict()
-        encoder = [name for name in state if not is_decoder(name)]
-        state.update({name: adapted["model"][name] for name in encoder})
-        model.network.load_state_dict(state)
+        model.network.load_state_dict({**shipped, **{name: adapted["model"][name] for name in encoder}})
         cases = score({"probe": model}, Path(args.data) / "test")["probe"]
-        result[seed] = {"encoder_tensors": len(encoder), "of": len(state),
+        result[seed] = {"encoder_tensors": len(encoder), "of": len(shipped),
                         **{m: round(float(np.median([c[m] for c in cases])), 4) for m in METRICS}}
         print(f"seed {seed}: adapted encoder on the shipped decoder: {result[seed]}", flush=True)
     print(json.dumps(result))

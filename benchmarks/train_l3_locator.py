@@ -31,6 +31,7 @@ from sarcopenia_app.level.locator import build_locator, load_locator  # noqa: E4
 from sarcopenia_app.level.training import LevelSample, phantom_sample, train_epoch, with_body_head  # noqa: E402
 from sarcopenia_app.phantom import generate_case  # noqa: E402
 from sarcopenia_app.publish import publish_atomically  # noqa: E402
+from sarcopenia_app.safe_files import write_atomically  # noqa: E402
 
 MATRICES = (192, 288)
 DEFAULT_DRAWS = ("4000:standard:300", "4100:wide:100", "4200:stress:60")  # two in-plane resolutions: the projection must not depend on the matrix
@@ -46,11 +47,9 @@ def cached_sample(cache: Path, seed: int, index: int, variation: str = "standard
         case = generate_case(seed, index, matrix=MATRICES[index % len(MATRICES)], max_slices=400, variation=variation,
                              acquisition_overrides=slices)
         sample = phantom_sample(case)
-        partial = path.with_name(f".{path.name}")  # renamed when whole: a killed run leaves no broken entry
-        with open(partial, "wb") as handle:
-            np.savez_compressed(handle, image=sample.image, level=sample.level, in_l3=sample.in_l3,
-                                in_body=sample.in_body)
-        partial.replace(path)
+        # a killed run leaves no broken entry
+        write_atomically(path, lambda handle: np.savez_compressed(handle, image=sample.image, level=sample.level,
+                                                                  in_l3=sample.in_l3, in_body=sample.in_body))
     data = np.load(path)
     return LevelSample(data["image"], data["level"], data["in_l3"], data["in_body"])
 
