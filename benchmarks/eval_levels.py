@@ -73,7 +73,8 @@ def locate_levels(models, path: Path) -> dict:
     location = locate_l3(models.locator, load_ct(path).image)
     levels = {name: {"in_view": p.in_view, "reason": p.reason} if not p.in_view else
               {"in_view": True, "slice_index": int(np.rint(p.mid_slice))}
-              for name, p in level_positions(location.row_levels, location.row_slices, location.row_body_probability).items()}
+              for name, p in level_positions(location.row_levels, location.row_slices, location.row_body_probability,
+                                             location.l3_mid_row).items()}
     levels["L3"] = ({"in_view": True, "slice_index": location.slice_index} if location.has_l3 else
                     {"in_view": False, "reason": location.reason})  # as run_case: L3 is the L3 result
     return {"levels": levels, "muscle_volume_l1_l5_cm3": None}

@@ -132,7 +132,8 @@ def analyse_ct(loaded: LoadedCT, models: Models, subject: Subject, options: Meas
     record.update({"has_l3": location.has_l3, "l3_confidence": None if single_slice else location.confidence,
                    "l3_convention": options.convention, "l3_levels_seen": location.levels_seen,
                    "l3_index_axis": location.index_axis})
-    positions = (level_positions(location.row_levels, location.row_slices, location.row_body_probability)
+    positions = (level_positions(location.row_levels, location.row_slices, location.row_body_probability,
+                                 location.l3_mid_row)
                  if options.levels == "all" and not single_slice else None)
     levels_range = slices_needed(positions, image.shape[location.index_axis + 1]) if positions else None
     mask = _segment(models.muscle, image, location, options.region, device, levels_range)

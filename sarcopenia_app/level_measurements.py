@@ -1,5 +1,10 @@
 """Muscle at every vertebral level in view (T12 to L5) and the muscle volume over L1-L5.
 
+Where L3 was found, the other levels are the vertebral bodies counted from L3's body, one by one
+(level/body_chain.py): the locator's level coordinate can drift by a whole vertebra far from L3,
+the bodies it sees between the discs do not. Levels past the count, and every level of a scan
+without L3, come from the level coordinate as follows.
+
 The level locator gives, per projection row, a continuous level coordinate with the integer at
 each vertebral body's middle (level/locator.py). A level is in view when its coordinate crosses
 that integer inside the scan with a margin: a crossing within EDGE_ROWS of the scan's first or last
@@ -21,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .level.body_chain import ONE_STEP, PITCH_ROWS, count_from_l3, is_whole
 from .level.locator import (EDGE_ROWS, LEVEL_NAMES, crossings, inner_crossings, probable_runs, too_short_to_count,
                             value_at, weighted_centre)
 from .level.projection import ROW_MM
@@ -36,6 +42,8 @@ NEIGHBOUR_LEVELS = (0.6, 1.6)  # the next body's middle lies about one level awa
 # (a chest scan read "T11-T12" over 130 mm). One that moves half a level within MIN is jumping, as
 # the network does at a scan's edge. Neither is a middle to measure.
 MAX_HALF_LEVEL_MM = 50.0
+# the coordinate drifts up to about a level from the counted bodies (docs/cohorts.md); more is a miscount
+MAX_COUNT_DISAGREEMENT = 1.5
 MIN_HALF_LEVEL_MM = 5.0
 
 
@@ -84,11 +92,6 @@ def _counts_around(row_levels: np.ndarray, row: float, level: float) -> bool:
     return True
 
 
-def _is_whole(run: Tuple[int, int], rows: int) -> bool:
-    """A body run that touches neither end of the scan (else its middle may be cut off)."""
-    return run[0] > 0 and run[1] < rows - 1
-
-
 def _body_run(row: float, level: float, row_levels: np.ndarray, body_probability: np.ndarray,
               runs: List[Tuple[int, int]]) -> Optional[int]:
     """Index in `runs` of the vertebral body that `row` lies in, or None where it cannot be trusted:
@@ -104,7 +107,7 @@ def _body_run(row: float, level: float, row_levels: np.ndarray, body_probability
             break
     else:
         return None
-    if not _is_whole((first, last), len(body_probability)):
+    if not is_whole((first, last), len(body_probability)):
         return None
     centre = weighted_centre(body_probability, first, last)
     span = abs(value_at(row_levels, first) - value_at(row_levels, last))
@@ -132,7 +135,7 @@ def _neighbour_body_middle(middle: float, neighbour: int, levels: np.ndarray, bo
     """Middle of body run `neighbour`, next to the body whose middle is `middle`, where that run is
     whole and lies NEIGHBOUR_LEVELS away. It places the boundary where the coordinate does not reach
     the neighbour's level (it flattens at S1, the lowest level it knows)."""
-    if not 0 <= neighbour < len(runs) or not _is_whole(runs[neighbour], len(body)):
+    if not 0 <= neighbour < len(runs) or not is_whole(runs[neighbour], len(body)):
         return None
     centre = weighted_centre(body, *runs[neighbour])
     rows_per_level = 1.0 / max(abs(value_at(np.gradient(levels), middle)), 1e-6)
@@ -170,11 +173,73 @@ def _not_in_view_reason(row_levels: np.ndarray, name: str) -> str:
     return f"the middle of {name} is not in the scan"
 
 
+def _rows_per_level(levels: np.ndarray, row: float) -> float:
+    """The level coordinate's pitch (rows per level) over the rows next to `row` that read within a
+    level of it, kept within adult spines' PITCH_ROWS."""
+    here = value_at(levels, row)
+    first = last = int(np.clip(np.rint(row), 0, len(levels) - 1))
+    while first > 0 and abs(levels[first - 1] - here) < 1.0:
+        first -= 1
+    while last < len(levels) - 1 and abs(levels[last + 1] - here) < 1.0:
+        last += 1
+    span = abs(levels[last] - levels[first])
+    return float(np.clip((last - first) / span if span > 0 else PITCH_ROWS[1], *PITCH_ROWS))
+
+
+def _inner_row(row: float, rows: int) -> Optional[float]:
+    return row if EDGE_ROWS <= row <= rows - 1 - EDGE_ROWS else None
+
+
+def _counted_boundary(counted: Dict[int, float], upper_level: int, pitch: float, rows: int) -> Optional[float]:
+    """Boundary between two counted levels: halfway between their middles, or half a pitch from the
+    one counted (None where that falls in the scan's edge rows)."""
+    above, below = counted.get(upper_level), counted.get(upper_level + 1)
+    if above is not None and below is not None:
+        return (above + below) / 2
+    return _inner_row(above - pitch / 2 if above is not None else below + pitch / 2, rows)
+
+
+def counted_body_rows(row_levels: Sequence[float], row_body_probability: Sequence[float],
+                      l3_row: Optional[float]) -> Tuple[Dict[int, float], float]:
+    """(row of each vertebral body's middle counted from L3's middle `l3_row`, by level index; the
+    pitch in rows), or nothing where L3's middle is unknown or the locator has no body head."""
+    levels, body = np.asarray(row_levels, float), np.asarray(row_body_probability, float)
+    runs = probable_runs(body) if len(body) == len(levels) else []
+    if l3_row is None or not runs:
+        return {}, 0.0
+    counted, pitch = count_from_l3(body, runs, l3_row, _rows_per_level(levels, l3_row))
+    return _agreeing(counted, levels), pitch
+
+
+def _agreeing(counted: Dict[int, float], levels: np.ndarray) -> Dict[int, float]:
+    """The counted bodies out to the first, on either side of L3, that the level coordinate reads
+    more than MAX_COUNT_DISAGREEMENT levels off: a count that far from the coordinate has lost a
+    body or gained one (a head misled by something other than a vertebra)."""
+    l3 = LEVEL_NAMES.index("L3")
+    kept = {}
+    for side in (range(l3, min(counted, default=l3) - 1, -1), range(l3, max(counted, default=l3) + 1)):
+        for index in side:
+            if index not in counted or abs(value_at(levels, counted[index]) - index) > MAX_COUNT_DISAGREEMENT:
+                break
+            kept[index] = counted[index]
+    return kept
+
+
+def beyond_count(row: float, index: int, counted: Dict[int, float], pitch: float) -> bool:
+    """Whether a middle the coordinate found for an uncounted level lies past the counted bodies,
+    on the side its level belongs (higher levels lie at higher rows), by most of a pitch."""
+    if index < min(counted):
+        return row >= counted[min(counted)] + ONE_STEP[0] * pitch
+    return row <= counted[max(counted)] - ONE_STEP[0] * pitch
+
+
 def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
-                    row_body_probability: Sequence[float] = ()) -> Dict[str, LevelPosition]:
+                    row_body_probability: Sequence[float] = (), l3_row: Optional[float] = None) -> Dict[str, LevelPosition]:
     """Every measured level's middle and segment, from the locator's per-row level coordinate, the
     stored slice index of each row and (locators with the body head) each row's vertebral-body
-    probability, which puts the middle on the body's middle."""
+    probability, which puts the middle on the body's middle. Where L3 was found (`l3_row`, the row
+    of its middle), the bodies counted from it name the levels (level/body_chain.py); the
+    coordinate names only levels past the count."""
     levels, slices = np.asarray(row_levels, float), np.asarray(row_slices, float)
     body = np.asarray(row_body_probability, float)
     too_short = too_short_to_count(len(levels))
@@ -183,14 +248,25 @@ def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
     flipped = len(slices) > 1 and slices[-1] < slices[0]  # stored slices run from head to feet
     runs = probable_runs(body) if len(body) == len(levels) else []  # no body head: no body runs
     middles = _middle_rows(levels, body, runs)
+    counted, pitch = counted_body_rows(levels, body, l3_row)
     found = {}
     for name in MEASURED_LEVELS:
-        index = float(LEVEL_NAMES.index(name))
+        index = LEVEL_NAMES.index(name)
+        if index in counted:
+            mid_row: Optional[float] = counted[index]
+            reason = ""
+        else:
+            mid_row = middles[float(index)][0]
+            reason = "" if mid_row is not None else _not_in_view_reason(levels, name)
+            if counted and mid_row is not None and not beyond_count(mid_row, index, counted, pitch):
+                mid_row, reason = None, (f"the level count reads {name} where the vertebral bodies counted from L3 "
+                                         "say otherwise: not measured")
+        bounds = [_counted_boundary(counted, upper, pitch, len(levels)) if {upper, upper + 1} & counted.keys()
+                  else _boundary_row(levels, body, runs, middles, float(upper)) for upper in (index, index - 1)]
         # the coordinate grows towards the feet: the boundary with the level below is the inferior one
-        inferior, superior = (_as_slice(_boundary_row(levels, body, runs, middles, upper), slices) for upper in (index, index - 1))
+        inferior, superior = (_as_slice(row, slices) for row in bounds)
         lower, upper = (superior, inferior) if flipped else (inferior, superior)
-        mid = _as_slice(middles[index][0], slices)
-        found[name] = LevelPosition(name, mid, lower, upper, "" if mid is not None else _not_in_view_reason(levels, name))
+        found[name] = LevelPosition(name, _as_slice(mid_row, slices), lower, upper, reason)
     return found
 
 

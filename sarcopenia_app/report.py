@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from .level.locator import LEVEL_NAMES, L3Location, crossings  # noqa: E402
 from .level.projection import ROW_MM  # noqa: E402
-from .level_measurements import MEASURED_LEVELS  # noqa: E402
+from .level_measurements import MEASURED_LEVELS, beyond_count, counted_body_rows  # noqa: E402
 from .safe_files import write_atomically  # noqa: E402
 
 WINDOW_HU = (-160, 240)
@@ -106,7 +106,7 @@ def _sagittal(ax, ras_hu: np.ndarray, k: int, spacing: np.ndarray, location: Opt
     ax.imshow(plane, cmap="gray", vmin=-250, vmax=800, aspect=spacing[2] / spacing[1])
     ax.axhline(n - 1 - k, color="red", linewidth=1)
     if location is not None and location.row_levels:
-        for name, row in _level_rows(np.asarray(location.row_levels)):
+        for name, row in level_label_rows(location):
             display_row = n - 1 - row * ROW_MM / spacing[2]
             if 0 <= display_row < n:
                 ax.text(2, display_row, name, color="cyan", fontsize=8, va="center")
@@ -114,11 +114,15 @@ def _sagittal(ax, ras_hu: np.ndarray, k: int, spacing: np.ndarray, location: Opt
     ax.axis("off")
 
 
-def _level_rows(levels: np.ndarray) -> Iterable[tuple]:
-    """(level name, fractional projection row of its body's middle) for every level in view."""
+def level_label_rows(location: L3Location) -> Iterable[tuple]:
+    """(level name, fractional projection row of its body's middle) for every level in view: the
+    bodies counted from L3 where they were, else where the level coordinate crosses the level
+    (past the counted bodies: as for the measured levels, level_measurements.py)."""
+    levels = np.asarray(location.row_levels)
+    counted, pitch = counted_body_rows(levels, location.row_body_probability, location.l3_mid_row)
     for index, name in enumerate(LEVEL_NAMES):
-        rows = crossings(levels, float(index))
-        if rows:
+        rows = [counted[index]] if index in counted else crossings(levels, float(index))
+        if rows and (index in counted or not counted or beyond_count(rows[0], index, counted, pitch)):
             yield name, rows[0]
 
 

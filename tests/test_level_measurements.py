@@ -100,6 +100,79 @@ def test_a_body_cut_by_the_scans_edge_does_not_move_the_level():
     assert level_positions(levels, np.arange(rows, dtype=float), body)["L3"].mid_slice == pytest.approx(row, abs=1e-6)
 
 
+PITCH = 17  # rows from one body's middle to the next (34 mm)
+L3_ROW = 80
+BODY_ROWS = {name: L3_ROW + (index("L3") - index(name)) * PITCH for name in ("T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1")}
+
+
+def _drifting_coordinate(compression: float = 1.45) -> np.ndarray:
+    """Right below L3's middle, and above it counting `compression` levels per body: the locator
+    misreading the levels far from L3 (a 5 mm whole-trunk scan read L1 a vertebra off)."""
+    rows = np.arange(ROWS, dtype=float)
+    per_row = np.where(rows > L3_ROW, compression, 1.0) / PITCH
+    return index("L3") - (rows - L3_ROW) * per_row
+
+
+def test_levels_are_counted_body_by_body_from_l3_where_the_coordinate_drifts():
+    levels, body = _drifting_coordinate(), _bodies(BODY_ROWS.values(), half_rows=6)
+    drifted = level_positions(levels, np.arange(ROWS, dtype=float), body)
+    assert abs(drifted["L1"].mid_slice - BODY_ROWS["L1"]) > PITCH / 2  # the coordinate alone: on L2's body
+    counted = level_positions(levels, np.arange(ROWS, dtype=float), body, l3_row=L3_ROW)
+    for name in ("T12", "L1", "L2", "L3", "L4", "L5"):
+        assert counted[name].mid_slice == pytest.approx(BODY_ROWS[name], abs=0.01)
+    # segments tile the spine halfway between counted middles, S1 included; past the count (T11
+    # reads 1.8 levels off: not counted) half a pitch beyond the last body
+    assert counted["T12"].upper == pytest.approx(BODY_ROWS["T12"] + PITCH / 2, abs=0.01)
+    assert counted["L1"].lower == counted["L2"].upper == pytest.approx((BODY_ROWS["L1"] + BODY_ROWS["L2"]) / 2, abs=0.01)
+    assert counted["L5"].lower == pytest.approx((BODY_ROWS["L5"] + BODY_ROWS["S1"]) / 2, abs=0.01)
+
+
+def test_the_pictures_level_labels_sit_on_the_counted_bodies():
+    from sarcopenia_app.level.locator import L3Location
+    from sarcopenia_app.report import level_label_rows
+
+    levels, body = _drifting_coordinate(), _bodies(BODY_ROWS.values(), half_rows=6)
+    location = L3Location(True, 0.9, row_levels=list(levels), row_body_probability=list(body), l3_mid_row=L3_ROW)
+    labels = dict(level_label_rows(location))
+    for name in ("T12", "L1", "L2", "L3", "L4", "L5", "S1"):
+        assert labels[name] == pytest.approx(BODY_ROWS[name], abs=0.01)
+    # above the counted bodies the coordinate's labels stay only past them (its T11 is on T12's body)
+    assert "T11" not in labels
+    assert all(row > BODY_ROWS["T12"] for name, row in labels.items() if index(name) < index("T11"))
+
+
+def test_the_count_stops_at_a_body_the_coordinate_reads_more_than_one_and_a_half_levels_off():
+    """A coordinate that far off means the count or the coordinate is wrong: neither is trusted there."""
+    levels, body = _drifting_coordinate(1.6), _bodies(BODY_ROWS.values(), half_rows=6)  # T12 reads 1.8 off
+    counted = level_positions(levels, np.arange(ROWS, dtype=float), body, l3_row=L3_ROW)
+    assert counted["L1"].mid_slice == pytest.approx(BODY_ROWS["L1"], abs=0.01)
+    assert not counted["T12"].in_view and "counted from L3" in counted["T12"].reason
+
+
+def test_one_run_as_long_as_two_bodies_is_counted_as_two():
+    """Thick slices blur the L1/L2 disc: the head sees one run from L2's bottom to L1's top."""
+    centres = [row for name, row in BODY_ROWS.items() if name not in ("L1", "L2")]
+    body = np.maximum(_bodies(centres, half_rows=6),
+                      _bodies([(BODY_ROWS["L1"] + BODY_ROWS["L2"]) / 2], half_rows=PITCH // 2 + 6))
+    counted = level_positions(_drifting_coordinate(), np.arange(ROWS, dtype=float), body, l3_row=L3_ROW)
+    for name in ("T12", "L1", "L2"):
+        assert counted[name].mid_slice == pytest.approx(BODY_ROWS[name], abs=1.0)
+
+
+def test_the_count_stops_where_two_runs_compete_for_one_body():
+    """L1's body seen as two runs: the count stops at L2. Past it the coordinate may name a level
+    only beyond the last counted body; here it reads L1 on L2's body, so L1 is not measured."""
+    centres = [row for name, row in BODY_ROWS.items() if name != "L1"]
+    body = _bodies(centres + [BODY_ROWS["L1"] - 4, BODY_ROWS["L1"] + 4], half_rows=2)
+    body = np.maximum(body, _bodies(centres, half_rows=6))
+    counted = level_positions(_drifting_coordinate(), np.arange(ROWS, dtype=float), body, l3_row=L3_ROW)
+    assert counted["L2"].mid_slice == pytest.approx(BODY_ROWS["L2"], abs=0.01)
+    assert not counted["L1"].in_view and "counted from L3" in counted["L1"].reason
+    # with a coordinate that reads right, the level past the count is taken from it
+    right = level_positions(_drifting_coordinate(1.0), np.arange(ROWS, dtype=float), body, l3_row=L3_ROW)
+    assert right["L1"].in_view and abs(right["L1"].mid_slice - BODY_ROWS["L1"]) <= 4  # on one of its pieces
+
+
 def test_a_level_whose_middle_is_not_scanned_is_not_in_view_and_a_cut_segment_has_no_volume():
     # from just below L4's middle to above L2's
     levels = coordinate(index("L2") + 0.3, index("L4") + 0.2, round(1.9 * ROWS_PER_LEVEL))

@@ -125,6 +125,8 @@ class L3Location:
     row_l3_probability: List[float] = field(default_factory=list, repr=False)
     row_body_probability: List[float] = field(default_factory=list, repr=False)  # empty: no body head
     row_slices: List[float] = field(default_factory=list, repr=False)  # stored (fractional) slice of each row
+    # projection row of L3's middle where both heads agree on it: the other levels are counted from it
+    l3_mid_row: Optional[float] = None
 
 
 def predict_rows(locator: LevelLocator, projection: Projection,
@@ -183,6 +185,7 @@ def locate_l3(locator: LevelLocator, image_hu: MetaTensor, convention: str = "mi
     if confident is not None:
         (first, last), mid_row = confident
         confidence, reason = _confidence(probability[first:last + 1], value_at(levels, mid_row)), ""
+        common["l3_mid_row"] = round(float(mid_row), 3)
     else:
         too_short = too_short_to_count(projection.rows)
         unsure = _unsure_body(levels, probability, count_allowed=too_short is None)

@@ -1,0 +1,99 @@
+"""Count vertebral bodies outward from L3 to name the other levels.
+
+The locator's level coordinate counts well near L3, which it was built around, but it can drift by a
+whole vertebra far from it (compressed thoracic levels, thick slices: docs/cohorts.md). The body
+head sees each vertebral body as a run of rows between two discs, a local sign that does not drift.
+So where L3 was found, the levels above and below it are named by counting body runs from L3's body,
+one vertebral pitch at a time. The count stops where it cannot be sure: a body cut by the scan's
+edge, no run one pitch on, or two runs competing for the same step. Thick slices can blur a disc so
+that two bodies form one run; a run as long as two bodies, centred about 1.5 pitches on, is counted
+as two.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from .locator import LEVEL_NAMES, weighted_centre
+from .projection import ROW_MM
+
+# the next body's middle lies about one pitch on (lumbar heights differ by about 10 % between neighbours)
+ONE_STEP = (0.6, 1.4)
+# a run that is two bodies behind a blurred disc: centred between one and two pitches on ...
+TWO_STEPS = (1.15, 1.9)
+MERGED_MIN_PITCHES = 1.15  # ... and longer than one body with its discs
+FRAGMENT_PITCHES = 0.4  # a run whose middle is this close to the last counted body is part of it
+PITCH_MM = (20.0, 50.0)  # one body's middle to the next in adults, T11 to S1
+PITCH_ROWS = (PITCH_MM[0] / ROW_MM, PITCH_MM[1] / ROW_MM)
+NEAR_GAPS = 4  # the pitch is read from this many body-to-body gaps nearest L3
+PITCH_UPDATE = 0.5  # how much each counted step moves the expected pitch (pitches change slowly)
+HIGHEST, LOWEST = LEVEL_NAMES.index("T11"), LEVEL_NAMES.index("S1")  # the count stops past these
+
+
+def is_whole(run: Tuple[int, int], rows: int) -> bool:
+    """A run that touches neither end of the scan (else its middle may be cut off)."""
+    return run[0] > 0 and run[1] < rows - 1
+
+
+def _walk(runs: List[Tuple[int, int]], centres: List[float], rows: int, start: float, pitch: float,
+          direction: int) -> List[float]:
+    """Body middles one pitch after another from `start` (rows grow towards the head: direction +1
+    walks up), until the count cannot be sure."""
+    found: List[float] = []
+    here, limit = start, (HIGHEST - LEVEL_NAMES.index("L3")) if direction > 0 else (LOWEST - LEVEL_NAMES.index("L3"))
+    ahead = sorted((i for i, c in enumerate(centres) if (c - start) * direction > FRAGMENT_PITCHES * pitch),
+                   key=lambda i: (centres[i] - start) * direction)
+    while ahead and len(found) < abs(limit):
+        i = ahead[0]
+        steps = (centres[i] - here) * direction / pitch
+        if steps <= FRAGMENT_PITCHES:  # a piece of the body just counted
+            ahead.pop(0)
+            continue
+        if not is_whole(runs[i], rows):
+            break
+        length = (runs[i][1] - runs[i][0] + 1) / pitch
+        if ONE_STEP[0] <= steps <= ONE_STEP[1] and length < MERGED_MIN_PITCHES:
+            rival = ahead[1] if len(ahead) > 1 else None
+            if rival is not None and (centres[rival] - here) * direction / pitch <= ONE_STEP[1]:
+                break  # two runs for one step: the head split a body or saw something else
+            middles = [centres[i]]
+        elif TWO_STEPS[0] <= steps <= TWO_STEPS[1] and length >= MERGED_MIN_PITCHES:
+            middles = [centres[i] - direction * pitch / 2, centres[i] + direction * pitch / 2]
+        else:
+            break
+        for middle in middles:
+            pitch = (1 - PITCH_UPDATE) * pitch + PITCH_UPDATE * abs(middle - here)
+            here = middle
+            found.append(middle)
+        ahead.pop(0)
+    return found[:abs(limit)]
+
+
+def pitch_rows(centres: List[float], l3_row: float, fallback: float) -> float:
+    """The vertebral pitch (rows from one body's middle to the next) around L3: the median of the
+    NEAR_GAPS gaps between neighbouring runs nearest L3 that an adult spine can have (PITCH_MM;
+    a blurred disc makes a gap of 1.5 pitches, a split body a short one), else `fallback`."""
+    gaps = [(abs((a + b) / 2 - l3_row), b - a) for a, b in zip(centres, centres[1:])
+            if PITCH_ROWS[0] <= b - a <= PITCH_ROWS[1]]
+    nearest = [gap for _, gap in sorted(gaps)[:NEAR_GAPS]]
+    return float(np.median(nearest)) if nearest else fallback
+
+
+def count_from_l3(body_probability: np.ndarray, runs: List[Tuple[int, int]], l3_row: float,
+                  fallback_pitch: float) -> Tuple[Dict[int, float], float]:
+    """(row of each vertebral body's middle counted from L3's (`l3_row`) by level index, T11 to S1,
+    L3 included; the pitch in rows). No middles when no body run holds L3's middle. The pitch
+    comes from the runs near L3 (`pitch_rows`), else `fallback_pitch` (the level coordinate's)."""
+    centres = [weighted_centre(body_probability, *run) for run in runs]
+    rows_per_level = pitch_rows(centres, l3_row, fallback_pitch)
+    if not any(first - 1 <= l3_row <= last + 1 for first, last in runs):
+        return {}, rows_per_level
+    l3 = LEVEL_NAMES.index("L3")
+    middles = {l3: float(l3_row)}
+    rows = len(body_probability)
+    for direction in (+1, -1):  # up: L2, L1, ...; down: L4, L5, S1
+        for step, middle in enumerate(_walk(runs, centres, rows, l3_row, rows_per_level, direction), start=1):
+            middles[l3 - direction * step] = middle
+    return middles, rows_per_level
