@@ -204,10 +204,9 @@ def counted_body_rows(row_levels: Sequence[float], row_body_probability: Sequenc
     """(row of each vertebral body's middle counted from L3's middle `l3_row`, by level index; the
     pitch in rows), or nothing where L3's middle is unknown or the locator has no body head."""
     levels, body = np.asarray(row_levels, float), np.asarray(row_body_probability, float)
-    runs = probable_runs(body) if len(body) == len(levels) else []
-    if l3_row is None or not runs:
+    if l3_row is None or len(body) != len(levels):
         return {}, 0.0
-    counted, pitch = count_from_l3(body, runs, l3_row, _rows_per_level(levels, l3_row))
+    counted, pitch = count_from_l3(body, l3_row, _rows_per_level(levels, l3_row))
     return _agreeing(counted, levels), pitch
 
 

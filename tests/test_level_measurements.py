@@ -159,6 +159,17 @@ def test_one_run_as_long_as_two_bodies_is_counted_as_two():
         assert counted[name].mid_slice == pytest.approx(BODY_ROWS[name], abs=1.0)
 
 
+def test_a_run_over_three_bodies_is_split_at_the_dips_of_their_discs():
+    """5 mm slices: the head reads the discs between L1, T12 and T11 at 0.65, above 0.5, so the
+    three bodies form one run; the dips still mark the discs."""
+    body = _bodies(BODY_ROWS.values(), half_rows=6)
+    rows = np.arange(ROWS)
+    body[(rows > BODY_ROWS["L1"]) & (rows < BODY_ROWS["T11"]) & (body < 0.5)] = 0.65
+    counted = level_positions(_drifting_coordinate(1.2), np.arange(ROWS, dtype=float), body, l3_row=L3_ROW)
+    for name in ("T12", "L1", "L2"):
+        assert counted[name].mid_slice == pytest.approx(BODY_ROWS[name], abs=1.0)
+
+
 def test_the_count_stops_where_two_runs_compete_for_one_body():
     """L1's body seen as two runs: the count stops at L2. Past it the coordinate may name a level
     only beyond the last counted body; here it reads L1 on L2's body, so L1 is not measured."""

@@ -6,8 +6,9 @@ head sees each vertebral body as a run of rows between two discs, a local sign t
 So where L3 was found, the levels above and below it are named by counting body runs from L3's body,
 one vertebral pitch at a time. The count stops where it cannot be sure: a body cut by the scan's
 edge, no run one pitch on, or two runs competing for the same step. Thick slices can blur a disc so
-that two bodies form one run; a run as long as two bodies, centred about 1.5 pitches on, is counted
-as two.
+that two or three bodies form one run above 0.5; the disc still shows as a dip in the head's
+probability, where the run is split (`body_runs`). A run as long as two bodies without such a dip,
+centred about 1.5 pitches on, is counted as two.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .locator import LEVEL_NAMES, weighted_centre
+from .locator import LEVEL_NAMES, probable_runs, weighted_centre
 from .projection import ROW_MM
 
 # the next body's middle lies about one pitch on (lumbar heights differ by about 10 % between neighbours)
 ONE_STEP = (0.6, 1.4)
 # a run that is two bodies behind a blurred disc: centred between one and two pitches on ...
 TWO_STEPS = (1.15, 1.9)
-MERGED_MIN_PITCHES = 1.15  # ... and longer than one body with its discs
+MERGED_PITCHES = (1.15, 2.0)  # ... and longer than one body with its discs, shorter than three bodies
+DISC_DIP = 0.2  # a disc inside a run: the probability falls this far below the peaks on both sides
 FRAGMENT_PITCHES = 0.4  # a run whose middle is this close to the last counted body is part of it
 PITCH_MM = (20.0, 50.0)  # one body's middle to the next in adults, T11 to S1
 PITCH_ROWS = (PITCH_MM[0] / ROW_MM, PITCH_MM[1] / ROW_MM)
@@ -54,12 +56,12 @@ def _walk(runs: List[Tuple[int, int]], centres: List[float], rows: int, start: f
         if not is_whole(runs[i], rows):
             break
         length = (runs[i][1] - runs[i][0] + 1) / pitch
-        if ONE_STEP[0] <= steps <= ONE_STEP[1] and length < MERGED_MIN_PITCHES:
+        if ONE_STEP[0] <= steps <= ONE_STEP[1] and length < MERGED_PITCHES[0]:
             rival = ahead[1] if len(ahead) > 1 else None
             if rival is not None and (centres[rival] - here) * direction / pitch <= ONE_STEP[1]:
                 break  # two runs for one step: the head split a body or saw something else
             middles = [centres[i]]
-        elif TWO_STEPS[0] <= steps <= TWO_STEPS[1] and length >= MERGED_MIN_PITCHES:
+        elif TWO_STEPS[0] <= steps <= TWO_STEPS[1] and MERGED_PITCHES[0] <= length <= MERGED_PITCHES[1]:
             middles = [centres[i] - direction * pitch / 2, centres[i] + direction * pitch / 2]
         else:
             break
@@ -69,6 +71,38 @@ def _walk(runs: List[Tuple[int, int]], centres: List[float], rows: int, start: f
             found.append(middle)
         ahead.pop(0)
     return found[:abs(limit)]
+
+
+def _dips(probability: np.ndarray, first: int, last: int) -> List[int]:
+    """Rows of the local minima strictly inside [first, last] (the middle row of a flat minimum)."""
+    found, i = [], first + 1
+    while i < last:
+        j = i
+        while j + 1 < last and probability[j + 1] == probability[i]:
+            j += 1
+        if probability[i] < probability[i - 1] and probability[i] < probability[j + 1]:
+            found.append((i + j) // 2)
+        i = j + 1
+    return found
+
+
+def _split_at_discs(probability: np.ndarray, first: int, last: int) -> List[Tuple[int, int]]:
+    """Run [first, last] split at its deepest disc dip (DISC_DIP below the peaks on both sides),
+    and so on in each part."""
+    best, depth = None, DISC_DIP
+    for i in _dips(probability, first, last):
+        dip = min(probability[first:i].max(), probability[i + 1:last + 1].max()) - probability[i]
+        if dip >= depth:
+            best, depth = i, dip
+    if best is None:
+        return [(first, last)]
+    return _split_at_discs(probability, first, best - 1) + _split_at_discs(probability, best + 1, last)
+
+
+def body_runs(probability: np.ndarray) -> List[Tuple[int, int]]:
+    """Rows [first, last] of each vertebral body the head sees, bottom up: its runs above 0.5,
+    split where a disc shows as a dip inside one."""
+    return [part for run in probable_runs(probability) for part in _split_at_discs(probability, *run)]
 
 
 def pitch_rows(centres: List[float], l3_row: float, fallback: float) -> float:
@@ -81,11 +115,11 @@ def pitch_rows(centres: List[float], l3_row: float, fallback: float) -> float:
     return float(np.median(nearest)) if nearest else fallback
 
 
-def count_from_l3(body_probability: np.ndarray, runs: List[Tuple[int, int]], l3_row: float,
-                  fallback_pitch: float) -> Tuple[Dict[int, float], float]:
+def count_from_l3(body_probability: np.ndarray, l3_row: float, fallback_pitch: float) -> Tuple[Dict[int, float], float]:
     """(row of each vertebral body's middle counted from L3's (`l3_row`) by level index, T11 to S1,
     L3 included; the pitch in rows). No middles when no body run holds L3's middle. The pitch
     comes from the runs near L3 (`pitch_rows`), else `fallback_pitch` (the level coordinate's)."""
+    runs = body_runs(body_probability)
     centres = [weighted_centre(body_probability, *run) for run in runs]
     rows_per_level = pitch_rows(centres, l3_row, fallback_pitch)
     if not any(first - 1 <= l3_row <= last + 1 for first, last in runs):
