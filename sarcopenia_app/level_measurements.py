@@ -1,9 +1,10 @@
 """Muscle at every vertebral level in view (T12 to L5) and the muscle volume over L1-L5.
 
-Where L3 was found, the other levels are the vertebral bodies counted from L3's body, one by one
-(level/body_chain.py): the locator's level coordinate can drift by a whole vertebra far from L3,
-the bodies it sees between the discs do not. Levels past the count, and every level of a scan
-without L3, come from the level coordinate as follows.
+The levels are the vertebral bodies counted one by one from an anchor body (level/body_chain.py):
+L3's where it was found, else the body whose middle the level coordinate names most clearly nearest
+L3. The locator's level coordinate can drift by a whole vertebra far from L3; the bodies it sees
+between the discs do not. Levels past the count, and every level where no body anchors a count,
+come from the level coordinate as follows.
 
 The level locator gives, per projection row, a continuous level coordinate with the integer at
 each vertebral body's middle (level/locator.py). A level is in view when its coordinate crosses
@@ -26,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .level.body_chain import ONE_STEP, PITCH_ROWS, count_from_l3, is_whole
+from .level.body_chain import ONE_STEP, PITCH_ROWS, body_runs, count_from, is_whole
 from .level.locator import (EDGE_ROWS, LEVEL_NAMES, crossings, inner_crossings, probable_runs, too_short_to_count,
                             value_at, weighted_centre)
 from .level.projection import ROW_MM
@@ -44,6 +45,7 @@ NEIGHBOUR_LEVELS = (0.6, 1.6)  # the next body's middle lies about one level awa
 MAX_HALF_LEVEL_MM = 50.0
 # the coordinate drifts up to about a level from the counted bodies (docs/cohorts.md); more is a miscount
 MAX_COUNT_DISAGREEMENT = 1.5
+ANCHOR_TOLERANCE = 0.3  # without L3: the anchor body's middle must read this near a level's number
 MIN_HALF_LEVEL_MM = 5.0
 
 
@@ -199,24 +201,45 @@ def _counted_boundary(counted: Dict[int, float], upper_level: int, pitch: float,
     return _inner_row(above - pitch / 2 if above is not None else below + pitch / 2, rows)
 
 
+def _anchor_without_l3(levels: np.ndarray, body: np.ndarray) -> Optional[Tuple[float, int]]:
+    """(middle row, level index) of the whole body a scan without L3 is counted from: of the bodies
+    whose middle the level coordinate reads within ANCHOR_TOLERANCE of a level (T11 to S1) and
+    counts around as vertebrae do (`_counts_around`), the one it reads nearest L3, where it counts
+    best (far from L3 it compresses the levels)."""
+    l3, best = LEVEL_NAMES.index("L3"), None
+    for run in body_runs(body):
+        if not is_whole(run, len(body)):
+            continue
+        centre = weighted_centre(body, *run)
+        reading = value_at(levels, centre)
+        index = int(np.rint(reading))
+        if (abs(reading - index) <= ANCHOR_TOLERANCE and LEVEL_NAMES.index("T11") <= index <= LEVEL_NAMES.index("S1")
+                and _counts_around(levels, centre, float(index)) and (best is None or abs(reading - l3) < best[0])):
+            best = (abs(reading - l3), centre, index)
+    return None if best is None else (best[1], best[2])
+
+
 def counted_body_rows(row_levels: Sequence[float], row_body_probability: Sequence[float],
                       l3_row: Optional[float]) -> Tuple[Dict[int, float], float]:
-    """(row of each vertebral body's middle counted from L3's middle `l3_row`, by level index; the
-    pitch in rows), or nothing where L3's middle is unknown or the locator has no body head."""
+    """(row of each vertebral body's middle counted from L3's middle `l3_row`, or on a scan without
+    L3 from the body the coordinate names best (`anchor_body`), by level index; the pitch in rows),
+    or nothing where the locator has no body head or no body can anchor the count."""
     levels, body = np.asarray(row_levels, float), np.asarray(row_body_probability, float)
-    if l3_row is None or len(body) != len(levels):
+    if len(body) != len(levels):
         return {}, 0.0
-    counted, pitch = count_from_l3(body, l3_row, _rows_per_level(levels, l3_row))
-    return _agreeing(counted, levels), pitch
+    anchor = (l3_row, LEVEL_NAMES.index("L3")) if l3_row is not None else _anchor_without_l3(levels, body)
+    if anchor is None:
+        return {}, 0.0
+    counted, pitch = count_from(body, anchor[0], anchor[1], _rows_per_level(levels, anchor[0]))
+    return _agreeing(counted, levels, anchor[1]), pitch
 
 
-def _agreeing(counted: Dict[int, float], levels: np.ndarray) -> Dict[int, float]:
-    """The counted bodies out to the first, on either side of L3, that the level coordinate reads
-    more than MAX_COUNT_DISAGREEMENT levels off: a count that far from the coordinate has lost a
-    body or gained one (a head misled by something other than a vertebra)."""
-    l3 = LEVEL_NAMES.index("L3")
-    kept = {}
-    for side in (range(l3, min(counted, default=l3) - 1, -1), range(l3, max(counted, default=l3) + 1)):
+def _agreeing(counted: Dict[int, float], levels: np.ndarray, anchor: int) -> Dict[int, float]:
+    """The counted bodies out to the first, on either side of the anchor, that the level coordinate
+    reads more than MAX_COUNT_DISAGREEMENT levels off: a count that far from the coordinate has lost
+    a body or gained one (a head misled by something other than a vertebra)."""
+    kept: Dict[int, float] = {}
+    for side in (range(anchor, min(counted, default=anchor) - 1, -1), range(anchor, max(counted, default=anchor) + 1)):
         for index in side:
             if index not in counted or abs(value_at(levels, counted[index]) - index) > MAX_COUNT_DISAGREEMENT:
                 break
@@ -236,9 +259,9 @@ def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
                     row_body_probability: Sequence[float] = (), l3_row: Optional[float] = None) -> Dict[str, LevelPosition]:
     """Every measured level's middle and segment, from the locator's per-row level coordinate, the
     stored slice index of each row and (locators with the body head) each row's vertebral-body
-    probability, which puts the middle on the body's middle. Where L3 was found (`l3_row`, the row
-    of its middle), the bodies counted from it name the levels (level/body_chain.py); the
-    coordinate names only levels past the count."""
+    probability, which puts the middle on the body's middle. The bodies counted from L3 (`l3_row`,
+    the row of its middle, where it was found) or from `_anchor_without_l3` name the levels
+    (level/body_chain.py); the coordinate names only levels past the count."""
     levels, slices = np.asarray(row_levels, float), np.asarray(row_slices, float)
     body = np.asarray(row_body_probability, float)
     too_short = too_short_to_count(len(levels))
@@ -258,7 +281,7 @@ def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
             mid_row = middles[float(index)][0]
             reason = "" if mid_row is not None else _not_in_view_reason(levels, name)
             if counted and mid_row is not None and not beyond_count(mid_row, index, counted, pitch):
-                mid_row, reason = None, (f"the level count reads {name} where the vertebral bodies counted from L3 "
+                mid_row, reason = None, (f"the level count reads {name} where the vertebral bodies counted along the spine "
                                          "say otherwise: not measured")
         bounds = [_counted_boundary(counted, upper, pitch, len(levels)) if {upper, upper + 1} & counted.keys()
                   else _boundary_row(levels, body, runs, middles, float(upper)) for upper in (index, index - 1)]

@@ -1,10 +1,10 @@
-"""Count vertebral bodies outward from L3 to name the other levels.
+"""Count vertebral bodies outward from one named body (L3's where it was found) to name the others.
 
 The locator's level coordinate counts well near L3, which it was built around, but it can drift by a
 whole vertebra far from it (compressed thoracic levels, thick slices: docs/cohorts.md). The body
 head sees each vertebral body as a run of rows between two discs, a local sign that does not drift.
-So where L3 was found, the levels above and below it are named by counting body runs from L3's body,
-one vertebral pitch at a time. The count stops where it cannot be sure: a body cut by the scan's
+So the levels above and below the anchor body are named by counting body runs from it, one
+vertebral pitch at a time. The count stops where it cannot be sure: a body cut by the scan's
 edge, no run one pitch on, or two runs competing for the same step. Thick slices can blur a disc so
 that two or three bodies form one run above 0.5; the disc still shows as a dip in the head's
 probability, where the run is split (`body_runs`). A run as long as two bodies without such a dip,
@@ -40,14 +40,14 @@ def is_whole(run: Tuple[int, int], rows: int) -> bool:
 
 
 def _walk(runs: List[Tuple[int, int]], centres: List[float], rows: int, start: float, pitch: float,
-          direction: int) -> List[float]:
-    """Body middles one pitch after another from `start` (rows grow towards the head: direction +1
-    walks up), until the count cannot be sure."""
+          direction: int, limit: int) -> List[float]:
+    """Up to `limit` body middles one pitch after another from `start` (rows grow towards the head:
+    direction +1 walks up), until the count cannot be sure."""
     found: List[float] = []
-    here, limit = start, (HIGHEST - LEVEL_NAMES.index("L3")) if direction > 0 else (LOWEST - LEVEL_NAMES.index("L3"))
+    here = start
     ahead = sorted((i for i, c in enumerate(centres) if (c - start) * direction > FRAGMENT_PITCHES * pitch),
                    key=lambda i: (centres[i] - start) * direction)
-    while ahead and len(found) < abs(limit):
+    while ahead and len(found) < limit:
         i = ahead[0]
         steps = (centres[i] - here) * direction / pitch
         if steps <= FRAGMENT_PITCHES:  # a piece of the body just counted
@@ -70,7 +70,7 @@ def _walk(runs: List[Tuple[int, int]], centres: List[float], rows: int, start: f
             here = middle
             found.append(middle)
         ahead.pop(0)
-    return found[:abs(limit)]
+    return found[:limit]
 
 
 def _dips(probability: np.ndarray, first: int, last: int) -> List[int]:
@@ -105,29 +105,30 @@ def body_runs(probability: np.ndarray) -> List[Tuple[int, int]]:
     return [part for run in probable_runs(probability) for part in _split_at_discs(probability, *run)]
 
 
-def pitch_rows(centres: List[float], l3_row: float, fallback: float) -> float:
-    """The vertebral pitch (rows from one body's middle to the next) around L3: the median of the
-    NEAR_GAPS gaps between neighbouring runs nearest L3 that an adult spine can have (PITCH_MM;
-    a blurred disc makes a gap of 1.5 pitches, a split body a short one), else `fallback`."""
-    gaps = [(abs((a + b) / 2 - l3_row), b - a) for a, b in zip(centres, centres[1:])
+def pitch_rows(centres: List[float], anchor_row: float, fallback: float) -> float:
+    """The vertebral pitch (rows from one body's middle to the next) around the anchor: the median
+    of the NEAR_GAPS gaps between neighbouring runs nearest it that an adult spine can have
+    (PITCH_MM; a blurred disc makes a gap of 1.5 pitches, a split body a short one), else `fallback`."""
+    gaps = [(abs((a + b) / 2 - anchor_row), b - a) for a, b in zip(centres, centres[1:])
             if PITCH_ROWS[0] <= b - a <= PITCH_ROWS[1]]
     nearest = [gap for _, gap in sorted(gaps)[:NEAR_GAPS]]
     return float(np.median(nearest)) if nearest else fallback
 
 
-def count_from_l3(body_probability: np.ndarray, l3_row: float, fallback_pitch: float) -> Tuple[Dict[int, float], float]:
-    """(row of each vertebral body's middle counted from L3's (`l3_row`) by level index, T11 to S1,
-    L3 included; the pitch in rows). No middles when no body run holds L3's middle. The pitch
-    comes from the runs near L3 (`pitch_rows`), else `fallback_pitch` (the level coordinate's)."""
+def count_from(body_probability: np.ndarray, anchor_row: float, anchor_index: int,
+               fallback_pitch: float) -> Tuple[Dict[int, float], float]:
+    """(row of each vertebral body's middle counted from the anchor body's (`anchor_row`, level
+    `anchor_index`: L3's where it was found) by level index, T11 to S1, the anchor included; the
+    pitch in rows). No middles when no body run holds the anchor. The pitch comes from the runs
+    near the anchor (`pitch_rows`), else `fallback_pitch` (the level coordinate's)."""
     runs = body_runs(body_probability)
     centres = [weighted_centre(body_probability, *run) for run in runs]
-    rows_per_level = pitch_rows(centres, l3_row, fallback_pitch)
-    if not any(first - 1 <= l3_row <= last + 1 for first, last in runs):
+    rows_per_level = pitch_rows(centres, anchor_row, fallback_pitch)
+    if not any(first - 1 <= anchor_row <= last + 1 for first, last in runs):
         return {}, rows_per_level
-    l3 = LEVEL_NAMES.index("L3")
-    middles = {l3: float(l3_row)}
+    middles = {anchor_index: float(anchor_row)}
     rows = len(body_probability)
-    for direction in (+1, -1):  # up: L2, L1, ...; down: L4, L5, S1
-        for step, middle in enumerate(_walk(runs, centres, rows, l3_row, rows_per_level, direction), start=1):
-            middles[l3 - direction * step] = middle
+    for direction, limit in ((+1, anchor_index - HIGHEST), (-1, LOWEST - anchor_index)):  # up: towards T11
+        for step, middle in enumerate(_walk(runs, centres, rows, anchor_row, rows_per_level, direction, limit), start=1):
+            middles[anchor_index - direction * step] = middle
     return middles, rows_per_level
