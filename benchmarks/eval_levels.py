@@ -11,6 +11,7 @@ slice's distance from the true mid slice (mm), and the SMA error against the tru
 the true mid slice; for the volume, the relative error where both report one. Writes the raw
 rows and the summary as JSON and prints the summary. `--locate-only` runs the locator and the
 in-view rule alone (no segmentation, so no SMA or volume): a cheap check of a locator's levels.
+`--pool A.json B.json ...` prints the summary of earlier runs' rows together (measures nothing).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def summarise(rows: list) -> dict:
             "missed": sum(e["truth_in_view"] and not e["found_in_view"] for e in entries),
             "slice_abs_error_mm_median": _median([abs(e["slice_error_mm"]) for e in both]),
             "slice_abs_error_mm_max": max([abs(e["slice_error_mm"]) for e in both], default=None),
+            "slices_over_10_mm": sum(abs(e["slice_error_mm"]) > 10 for e in both),
             "sma_abs_error_pct_median": _median([abs(e["sma_error_pct"]) for e in both if "sma_error_pct" in e]),
             "sma_error_pct_mean": _mean([e["sma_error_pct"] for e in both if "sma_error_pct" in e]),
         }
@@ -123,7 +125,13 @@ def main() -> None:
     parser.add_argument("--locate-only", action="store_true", help="locator and in-view rule only, no segmentation")
     parser.add_argument("--muscle-model", default=str(REPO / "model" / "muscle_seg.pt"))
     parser.add_argument("--locator-model", default=str(REPO / "model" / "l3_locator.pt"))
+    parser.add_argument("--pool", type=Path, nargs="+", help="summarise the rows of these earlier --json files together "
+                        "(several seeds' runs); measures nothing")
     args = parser.parse_args()
+    if args.pool:
+        rows = [row for path in args.pool for row in json.loads(path.read_text())["rows"]]
+        print(json.dumps({"scans": len(rows), **summarise(rows)}, indent=1))
+        return
     models = load_models(args.muscle_model, args.locator_model)
     rows, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
