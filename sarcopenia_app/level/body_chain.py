@@ -29,7 +29,7 @@ DISC_DIP = 0.2  # a disc inside a run: the probability falls this far below the 
 FRAGMENT_PITCHES = 0.4  # a run whose middle is this close to the last counted body is part of it
 PITCH_MM = (20.0, 50.0)  # one body's middle to the next in adults, T11 to S1
 PITCH_ROWS = (PITCH_MM[0] / ROW_MM, PITCH_MM[1] / ROW_MM)
-NEAR_GAPS = 4  # the pitch is read from this many body-to-body gaps nearest L3
+NEAR_GAPS = 4  # the pitch is read from this many body-to-body gaps nearest the anchor
 PITCH_UPDATE = 0.5  # how much each counted step moves the expected pitch (pitches change slowly)
 HIGHEST, LOWEST = LEVEL_NAMES.index("T11"), LEVEL_NAMES.index("S1")  # the count stops past these
 
