@@ -1,8 +1,10 @@
-"""What makes a case's result reusable: the input's content, the models' content and the options.
+"""What makes a case's result reusable: the input's content, the models' content, the options and
+the version of the measuring rules.
 
 A cohort rerun compares this key with the one stored in the case's measurements.json and skips
-the case only when they are equal, so a changed scan, a retrained model or a different cut-off
-set is measured again, while a rename of the output folder or a restart is not.
+the case only when they are equal, so a changed scan, a retrained model, a different cut-off set
+or an upgrade whose rules measure differently is measured again (a cohort table never mixes
+results of two rule versions), while a rename of the output folder or a restart is not.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any, Mapping
 from .dicom_io import dicom_files
 
 CHUNK_BYTES = 1 << 20
+# change with every code change that alters a measured number (2026-12-07: levels counted as
+# vertebral bodies, docs/cohorts.md); a rerun then measures every case again
+RULES_VERSION = "2026-12-07"
 
 
 def input_sha256(path: Path) -> str:
@@ -31,7 +36,8 @@ def input_sha256(path: Path) -> str:
 
 
 def run_key(input_digest: str, model_names: Mapping[str, str], settings: Mapping[str, Any]) -> str:
-    """One hex string for (input content, model files, every option that changes a result)."""
-    text = json.dumps({"input": input_digest, "models": dict(model_names), "settings": dict(settings)},
-                      sort_keys=True, default=str)
+    """One hex string for (input content, model files, every option that changes a result, the
+    measuring rules' version)."""
+    text = json.dumps({"input": input_digest, "models": dict(model_names), "settings": dict(settings),
+                       "rules": RULES_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -119,7 +119,7 @@ def test_a_killed_run_resumes_without_redoing_finished_cases(inputs, tmp_path):
     assert len(list(csv.DictReader(open(out / "measurements.csv")))) == CASES
 
 
-def test_run_key_changes_with_the_input_content_the_models_and_the_options(tmp_path):
+def test_run_key_changes_with_the_input_content_the_models_the_options_and_the_rules(tmp_path, monkeypatch):
     scan = tmp_path / "scan.nii.gz"
     scan.write_bytes(b"first version")
     job = CohortJob(str(tmp_path), "muscle.pt", "locator.pt")
@@ -130,6 +130,9 @@ def test_run_key_changes_with_the_input_content_the_models_and_the_options(tmp_p
     assert run_key(input_sha256(scan), models, other_options.result_settings()) != key
     assert run_key(input_sha256(scan), {**models, "muscle": "muscle_seg.pt sha256:cccc"},
                    job.result_settings()) != key
+    monkeypatch.setattr("sarcopenia_app.run_key.RULES_VERSION", "an upgrade that measures differently")
+    assert run_key(input_sha256(scan), models, job.result_settings()) != key
+    monkeypatch.undo()
     scan.write_bytes(b"second version")
     assert run_key(input_sha256(scan), models, job.result_settings()) != key
 
