@@ -93,10 +93,13 @@ def summarise(rows: list) -> dict:
             "missed": sum(e["truth_in_view"] and not e["found_in_view"] for e in entries),
             "slice_abs_error_mm_median": _median([abs(e["slice_error_mm"]) for e in both]),
             "slice_abs_error_mm_max": max([abs(e["slice_error_mm"]) for e in both], default=None),
+            "slices_over_6_mm": sum(abs(e["slice_error_mm"]) > 6 for e in both),
             "slices_over_10_mm": sum(abs(e["slice_error_mm"]) > 10 for e in both),
             "sma_abs_error_pct_median": _median([abs(e["sma_error_pct"]) for e in both if "sma_error_pct" in e]),
             "sma_error_pct_mean": _mean([e["sma_error_pct"] for e in both if "sma_error_pct" in e]),
         }
+    summary["all_levels"] = {key: sum(summary[name][key] for name in MEASURED_LEVELS)
+                             for key in ("slices_over_10_mm", "slices_over_6_mm", "found_not_in_truth", "missed")}
     volumes = [r["volume"] for r in rows]
     errors = [v["error_pct"] for v in volumes if v["error_pct"] is not None]
     summary["volume_l1_l5"] = {

@@ -43,10 +43,10 @@ NEIGHBOUR_LEVELS = (0.6, 1.6)  # the next body's middle lies about one level awa
 # (a chest scan read "T11-T12" over 130 mm). One that moves half a level within MIN is jumping, as
 # the network does at a scan's edge. Neither is a middle to measure.
 MAX_HALF_LEVEL_MM = 50.0
+MIN_HALF_LEVEL_MM = 5.0
 # the coordinate drifts up to about a level from the counted bodies (docs/cohorts.md); more is a miscount
 MAX_COUNT_DISAGREEMENT = 1.5
 ANCHOR_TOLERANCE = 0.3  # without L3: the anchor body's middle must read this near a level's number
-MIN_HALF_LEVEL_MM = 5.0
 
 
 @dataclass(frozen=True)
@@ -201,13 +201,14 @@ def _counted_boundary(counted: Dict[int, float], upper_level: int, pitch: float,
     return _inner_row(above - pitch / 2 if above is not None else below + pitch / 2, rows)
 
 
-def _anchor_without_l3(levels: np.ndarray, body: np.ndarray) -> Optional[Tuple[float, int]]:
+def _anchor_without_l3(levels: np.ndarray, body: np.ndarray,
+                       runs: List[Tuple[int, int]]) -> Optional[Tuple[float, int]]:
     """(middle row, level index) of the whole body a scan without L3 is counted from: of the bodies
     whose middle the level coordinate reads within ANCHOR_TOLERANCE of a level (T11 to S1) and
     counts around as vertebrae do (`_counts_around`), the one it reads nearest L3, where it counts
     best (far from L3 it compresses the levels)."""
     l3, best = LEVEL_NAMES.index("L3"), None
-    for run in body_runs(body):
+    for run in runs:
         if not is_whole(run, len(body)):
             continue
         centre = weighted_centre(body, *run)
@@ -222,15 +223,16 @@ def _anchor_without_l3(levels: np.ndarray, body: np.ndarray) -> Optional[Tuple[f
 def counted_body_rows(row_levels: Sequence[float], row_body_probability: Sequence[float],
                       l3_row: Optional[float]) -> Tuple[Dict[int, float], float]:
     """(row of each vertebral body's middle counted from L3's middle `l3_row`, or on a scan without
-    L3 from the body the coordinate names best (`anchor_body`), by level index; the pitch in rows),
-    or nothing where the locator has no body head or no body can anchor the count."""
+    L3 from the body the coordinate names best (`_anchor_without_l3`), by level index; the pitch in
+    rows), or nothing where the locator has no body head or no body can anchor the count."""
     levels, body = np.asarray(row_levels, float), np.asarray(row_body_probability, float)
     if len(body) != len(levels):
         return {}, 0.0
-    anchor = (l3_row, LEVEL_NAMES.index("L3")) if l3_row is not None else _anchor_without_l3(levels, body)
+    runs = body_runs(body)
+    anchor = (l3_row, LEVEL_NAMES.index("L3")) if l3_row is not None else _anchor_without_l3(levels, body, runs)
     if anchor is None:
         return {}, 0.0
-    counted, pitch = count_from(body, anchor[0], anchor[1], _rows_per_level(levels, anchor[0]))
+    counted, pitch = count_from(body, runs, anchor[0], anchor[1], _rows_per_level(levels, anchor[0]))
     return _agreeing(counted, levels, anchor[1]), pitch
 
 
@@ -248,8 +250,11 @@ def _agreeing(counted: Dict[int, float], levels: np.ndarray, anchor: int) -> Dic
 
 
 def beyond_count(row: float, index: int, counted: Dict[int, float], pitch: float) -> bool:
-    """Whether a middle the coordinate found for an uncounted level lies past the counted bodies,
-    on the side its level belongs (higher levels lie at higher rows), by most of a pitch."""
+    """Whether a middle the coordinate found for an uncounted level may stand: no body was counted,
+    or it lies past the counted bodies, on the side its level belongs (higher levels lie at higher
+    rows), by most of a pitch."""
+    if not counted:
+        return True
     if index < min(counted):
         return row >= counted[min(counted)] + ONE_STEP[0] * pitch
     return row <= counted[max(counted)] - ONE_STEP[0] * pitch
@@ -280,7 +285,7 @@ def level_positions(row_levels: Sequence[float], row_slices: Sequence[float],
         else:
             mid_row = middles[float(index)][0]
             reason = "" if mid_row is not None else _not_in_view_reason(levels, name)
-            if counted and mid_row is not None and not beyond_count(mid_row, index, counted, pitch):
+            if mid_row is not None and not beyond_count(mid_row, index, counted, pitch):
                 mid_row, reason = None, (f"the level count reads {name} where the vertebral bodies counted along the spine "
                                          "say otherwise: not measured")
         bounds = [_counted_boundary(counted, upper, pitch, len(levels)) if {upper, upper + 1} & counted.keys()

@@ -122,7 +122,7 @@ def level_label_rows(location: L3Location) -> Iterable[tuple]:
     counted, pitch = counted_body_rows(levels, location.row_body_probability, location.l3_mid_row)
     for index, name in enumerate(LEVEL_NAMES):
         rows = [counted[index]] if index in counted else crossings(levels, float(index))
-        if rows and (index in counted or not counted or beyond_count(rows[0], index, counted, pitch)):
+        if rows and (index in counted or beyond_count(rows[0], index, counted, pitch)):
             yield name, rows[0]
 
 

@@ -115,13 +115,13 @@ def pitch_rows(centres: List[float], anchor_row: float, fallback: float) -> floa
     return float(np.median(nearest)) if nearest else fallback
 
 
-def count_from(body_probability: np.ndarray, anchor_row: float, anchor_index: int,
+def count_from(body_probability: np.ndarray, runs: List[Tuple[int, int]], anchor_row: float, anchor_index: int,
                fallback_pitch: float) -> Tuple[Dict[int, float], float]:
     """(row of each vertebral body's middle counted from the anchor body's (`anchor_row`, level
     `anchor_index`: L3's where it was found) by level index, T11 to S1, the anchor included; the
-    pitch in rows). No middles when no body run holds the anchor. The pitch comes from the runs
-    near the anchor (`pitch_rows`), else `fallback_pitch` (the level coordinate's)."""
-    runs = body_runs(body_probability)
+    pitch in rows). `runs` are the head's bodies (`body_runs`). No middles when no run holds the
+    anchor. The pitch comes from the runs near the anchor (`pitch_rows`), else `fallback_pitch`
+    (the level coordinate's)."""
     centres = [weighted_centre(body_probability, *run) for run in runs]
     rows_per_level = pitch_rows(centres, anchor_row, fallback_pitch)
     if not any(first - 1 <= anchor_row <= last + 1 for first, last in runs):
