@@ -27,6 +27,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from sarcopenia_app.muscle_training import crop_batches, phantom_cases  # noqa: 
 from sarcopenia_app.network import NetworkConfig, build_network  # noqa: E402
 from sarcopenia_app.phantom.writer import stored_layout  # noqa: E402
 from sarcopenia_app.publish import publish_atomically  # noqa: E402
-from sarcopenia_app.segment import MuscleModel, load_model, model_from_state, predict_mask  # noqa: E402
+from sarcopenia_app.segment import MuscleModel, load_model, model_from_state, predict_mask, reshaped  # noqa: E402
 from sarcopenia_app.transforms import DEFAULT_PIXDIM_MM  # noqa: E402
 
 TRAIN_SEEDS = tuple(range(5000, 5008))
@@ -54,6 +55,20 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = min((step - warmup) / max(steps - warmup, 1), 1.0)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def new_model(init: Optional[str], network_fields: dict) -> MuscleModel:
+    """The model a new run starts from: `init` as it is, `init` reshaped to the network fields
+    (warm-started where tensors match), or a random network."""
+    if not init:
+        config = NetworkConfig.from_dict({**NetworkConfig().to_dict(), **network_fields})
+        return MuscleModel(build_network(config), config, DEFAULT_PIXDIM_MM)
+    start = load_model(init)
+    if not network_fields:
+        return start
+    model, copied = reshaped(start, network_fields)
+    print(json.dumps({"warm_start_tensors": copied, "of": len(model.network.state_dict())}), flush=True)
+    return model
 
 
 def counting(cases, position: dict):
@@ -78,8 +93,9 @@ def mid_l3_dice(model: MuscleModel, cases) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--resume", help="training state (WORK/state.pt) to continue; its run settings win")
-    parser.add_argument("--init", help="model file to continue from (else random weights, --network)")
-    parser.add_argument("--network", default="{}", help="NetworkConfig fields as JSON, for a new network")
+    parser.add_argument("--init", help="model file to continue from (else random weights)")
+    parser.add_argument("--network", default="{}",
+                        help="NetworkConfig fields as JSON: a new network of that shape (warm-started from --init where shapes match)")
     parser.add_argument("--steps", type=int, default=3000, help="length of the lr schedule and of the run")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--warmup", type=int, default=100, help="warmup steps at the start of the run")
@@ -103,11 +119,8 @@ def main() -> None:
     if run:
         vars(args).update(run["settings"])
         model = model_from_state(run["model"])
-    elif args.init:
-        model = load_model(args.init)
     else:
-        config = NetworkConfig.from_dict({**NetworkConfig().to_dict(), **json.loads(args.network)})
-        model = MuscleModel(build_network(config), config, DEFAULT_PIXDIM_MM)
+        model = new_model(args.init, json.loads(args.network))
     network = model.network
     val_cases = [case for _, case in zip(range(10), phantom_cases((VAL_SEED,), ("wide", "stress")))]
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)

@@ -28,6 +28,11 @@ class NetworkConfig:
     def in_channels(self) -> int:
         return 2 * self.neighbour_slices + 1
 
+    @property
+    def size_divisor_px(self) -> int:
+        """What an input slice's sides must divide by: the UNet halves them once per level below the top."""
+        return 2 ** (len(self.channels) - 1)
+
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import SliceInferer
+from monai.networks.utils import copy_model_state
 from monai.transforms import Compose, ResampleToMatch, SpatialCrop
 
 from .network import NetworkConfig, build_network
 from .transforms import DEFAULT_PIXDIM_MM, NeighbourSlicesd, crop_to_body, to_model_grid, window_hu
 
-DIVISOR_PX = 16  # the UNet halves the slice four times
 CHUNK_SLICES = 32  # slices resampled and segmented at once: bounds memory on long scans
 
 
@@ -41,6 +41,16 @@ def model_from_state(state: dict, device: Union[str, torch.device] = "cpu") -> M
     network = build_network(config)
     network.load_state_dict(state["model"])
     return MuscleModel(network.to(device).eval(), config, float(state["pixdim_mm"]))
+
+
+def reshaped(start: MuscleModel, network_fields: Dict[str, Any]) -> Tuple[MuscleModel, int]:
+    """A network of another shape (e.g. one level deeper) warm-started from a trained model: every
+    tensor whose name and shape match is copied, the rest is random. Returns it and the number of
+    tensors copied. A bigger network then trains from what the smaller one learned, not from nothing."""
+    config = NetworkConfig.from_dict({**start.config.to_dict(), **network_fields})
+    network = build_network(config)
+    _, copied, _ = copy_model_state(network, start.network)
+    return MuscleModel(network, config, start.pixdim_mm), len(copied)
 
 
 def predict_probability(model: MuscleModel, image_hu: MetaTensor, device: Union[str, torch.device] = "cpu",
@@ -74,7 +84,8 @@ def _slab_probability(model: MuscleModel, image_hu: MetaTensor, z_range: Tuple[i
                     NeighbourSlicesd("image", model.config.neighbour_slices)])(data)
     model_input = data["image"]
     # one window covering the whole (body-cropped) slice: no overlapping windows to pay for
-    roi = [int(np.ceil(size / DIVISOR_PX) * DIVISOR_PX) for size in model_input.shape[1:3]]
+    divisor = model.config.size_divisor_px
+    roi = [int(np.ceil(size / divisor) * divisor) for size in model_input.shape[1:3]]
     inferer = SliceInferer(roi_size=roi, sw_batch_size=sw_batch_size, spatial_dim=2, overlap=0.0,
                            progress=False)
     model.network.eval()

@@ -210,6 +210,23 @@ def test_probability_map_is_on_the_input_grid_for_any_orientation():
     assert slab[..., 0].sum() == 0 and slab[..., 4].sum() == 0 and slab[..., 1:3].sum() > 0
 
 
+def test_a_deeper_network_starts_from_a_smaller_ones_weights_and_segments_any_slice_size():
+    """Capacity can grow without starting over: the shared levels keep their trained tensors, and
+    slices are padded to what the deeper network's halvings need (32 for six levels, not 16)."""
+    from sarcopenia_app.segment import MuscleModel, predict_probability, reshaped
+
+    torch.manual_seed(0)
+    small = MuscleModel(build_network(TINY), TINY, PIXDIM_MM)
+    deeper, copied = reshaped(small, {"channels": (4, 8, 16, 32, 64, 128)})
+    assert deeper.config.size_divisor_px == 32 and small.config.size_divisor_px == 4
+    first_conv = [name for name in small.network.state_dict() if name.endswith("weight")][0]
+    assert torch.equal(deeper.network.state_dict()[first_conv], small.network.state_dict()[first_conv])
+    assert 0 < copied < len(deeper.network.state_dict())
+    volume = torch.randn(1, 57, 41, 3) * 100
+    probability = predict_probability(deeper, MetaTensor(volume, affine=torch.diag(torch.tensor([PIXDIM_MM, PIXDIM_MM, 2.5, 1.0]))))
+    assert probability.shape == volume.shape
+
+
 def test_flip_averaging_makes_the_prediction_mirror_with_the_scan():
     """Test-time flips average the slice and its mirror, so a mirrored scan (left and right swapped)
     gets exactly the mirrored probability, whatever the network learnt."""
