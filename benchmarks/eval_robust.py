@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sarcopenia_app.level import load_locator, locate_l3  # noqa: E402
-from sarcopenia_app.measurements import measure_slice, refine_border  # noqa: E402
+from sarcopenia_app.measurements import measure_slice, metal_suspected, refine_border  # noqa: E402
 from sarcopenia_app.phantom import generate_case  # noqa: E402
 from sarcopenia_app.phantom.writer import stored_layout  # noqa: E402
 from sarcopenia_app.segment import load_model, predict_mask  # noqa: E402
@@ -101,6 +101,7 @@ def evaluate_case(case, locator, models) -> dict:
     row.update({"truth_area_cm2": round(truth_area.mask_area_cm2, 2), "truth_sma_mean_hu": round(truth_area.muscle_mean_hu, 1),
                 "truth_mean_hu": round(float(hu[:, :, k][truth[:, :, k] > 0].mean()), 1),
                 "truth_protocol_bias_pct": round((truth_area.sma_cm2 - truth_area.mask_area_cm2) / truth_area.mask_area_cm2 * 100, 2),
+                "metal_suspected": metal_suspected(hu[:, :, k], case.spacing_mm[:2]),
                 "models": model_rows(case, image, hu, truth, location, models)})
     return row
 
@@ -123,7 +124,8 @@ def summarise(rows, names) -> dict:
            "truth_protocol_bias_pct_median": round(float(np.median([r["truth_protocol_bias_pct"] for r in with_l3])), 2)
            if with_l3 else None,
            "truth_sma_mean_hu_median": round(float(np.median([r["truth_sma_mean_hu"] for r in with_l3])), 1)
-           if with_l3 else None, "models": {}}
+           if with_l3 else None,
+           "metal_suspected": sum(bool(r.get("metal_suspected")) for r in with_l3), "models": {}}
     for name in names:
         m = [r["models"][name] for r in with_l3]
         if not m:
@@ -132,6 +134,9 @@ def summarise(rows, names) -> dict:
         entry = {"dice_mid_median": round(float(np.median(d)), 4), "dice_mid_p5": round(percentile(d, 5), 4),
                  "dice_mid_min": round(float(np.min(d)), 4),
                  "dice_slab_median": round(float(np.median([x["dice_slab"] for x in m])), 4)}
+        clear = [x["dice_mid"] for r, x in zip(with_l3, m) if not r.get("metal_suspected")]
+        if clear and len(clear) < len(d):  # the scans the metal warning does not flag
+            entry["dice_mid_p5_clear_of_metal"] = round(percentile(clear, 5), 4)
         for r, x in zip(with_l3, m):  # against the truth mask under the same -29..150 HU protocol
             bias = 1 + r["truth_protocol_bias_pct"] / 100
             x["sma_protocol_error_pct"] = round(((1 + x["sma_error_pct"] / 100) / bias - 1) * 100, 2)

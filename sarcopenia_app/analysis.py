@@ -20,7 +20,8 @@ from .ct_loader import HeaderInfo, LoadedCT
 from .cutoffs import DEFAULT_CUTOFFS, CutoffSet, cutoff_set
 from .level.locator import CONVENTIONS, MIN_CONFIDENCE, L3Location, LevelLocator, locate_l3
 from .level_measurements import LevelPosition, level_positions, measure_levels, slices_needed
-from .measurements import (MUSCLE_HU, SliceMeasurement, average, contrast_suspected, measure_slice, refine_border,
+from .measurements import (MUSCLE_HU, SliceMeasurement, average, contrast_suspected, measure_slice, metal_suspected,
+                           refine_border,
                            smi_cm2_m2)
 from .segment import MuscleModel, load_model, predict_mask
 
@@ -141,7 +142,7 @@ def analyse_ct(loaded: LoadedCT, models: Models, subject: Subject, options: Meas
         warnings.append(f"l3_not_found: {location.reason}")
         record.update({key: None for key in ("l3_slice_index", "l3_z_mm", "l3_slices", "sma_cm2", "muscle_mean_hu",
                                              "imat_cm2", "mask_area_cm2", "smi_cm2_m2", "sarcopenia", "myosteatosis",
-                                             "contrast_suspected")})
+                                             "contrast_suspected", "metal_suspected")})
         if positions is not None:
             record.update(_levels(loaded, mask, location, positions, options, None))
         record["warnings"] = warnings
@@ -158,19 +159,20 @@ def analyse_ct(loaded: LoadedCT, models: Models, subject: Subject, options: Meas
     measured = measure_slices(hu, mask, axis, pixel_mm, slab or [k], options.muscle_hu)
     rating, missing = rate(measured, subject, rules)
     contrast = bool(loaded.header.contrast_agent) or contrast_suspected(np.take(hu, k, axis), pixel_mm)
+    metal = metal_suspected(np.take(hu, k, axis), pixel_mm)
     thickness = loaded.header.slice_thickness_mm or float(spacing[axis])
     record.update({
         "l3_slice_index": int(k), "l3_z_mm": location.z_mm,
         "l3_slices": [int(location.l3_slices[0]), int(location.l3_slices[-1])],
         "measured_slices": [int(j) for j in (slab or [k])],
         **rating,
-        "contrast_suspected": contrast, "slice_thickness_mm": round(thickness, 2),
+        "contrast_suspected": contrast, "metal_suspected": metal, "slice_thickness_mm": round(thickness, 2),
     })
     if loaded.sop_instance_uids and axis == 2:
         record["l3_sop_instance_uid"] = loaded.sop_instance_uids[k]
     if positions is not None:
         record.update(_levels(loaded, mask, location, positions, options, {"slice_index": int(k), **measured.as_dict()}))
-    warnings += _warnings(location, single_slice, subject, missing, contrast, thickness)
+    warnings += _warnings(location, single_slice, subject, missing, contrast, metal, thickness)
     record["warnings"] = warnings
     return CaseResult(record, mask, location)
 
@@ -226,7 +228,7 @@ def _segment(model: MuscleModel, image, location: L3Location, region: str, devic
 
 
 def _warnings(location: L3Location, single_slice: bool, subject: Subject, missing: List[str], contrast: bool,
-              thickness_mm: float) -> List[str]:
+              metal: bool, thickness_mm: float) -> List[str]:
     found = []
     if not single_slice and location.confidence < MIN_CONFIDENCE:
         found.append(f"low_confidence: L3 choice confidence {location.confidence:.2f}; check the slice"
@@ -239,6 +241,9 @@ def _warnings(location: L3Location, single_slice: bool, subject: Subject, missin
         found.append("weight_missing: the BMI-dependent cut-offs need weight and height: not computed")
     if contrast:
         found.append("contrast_suspected: contrast-enhanced scan: mean muscle HU reads higher than unenhanced")
+    if metal:
+        found.append("metal_suspected: metal on the L3 slice; its streaks read as fat, so SMA and muscle HU may be "
+                     "low: check the mask, or measure a slice clear of the streaks")
     if thickness_mm > THICK_SLICE_MM:
         found.append(f"thick_slices: {thickness_mm:.1f} mm slices: partial volume biases SMA and HU")
     return found

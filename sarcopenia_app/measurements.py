@@ -17,6 +17,8 @@ MUSCLE_HU = (-29.0, 150.0)
 FAT_HU = (-190.0, -30.0)
 CONTRAST_HU = (120.0, 600.0)  # enhanced blood and organs; cortical bone lies above
 CONTRAST_MIN_AREA_CM2 = 1.0
+METAL_HU = 2500.0  # above the densest cortical bone (about 2000 HU); scanners clip metal near 3071
+METAL_MIN_AREA_CM2 = 0.1  # one connected piece: a pedicle screw or rod in cross-section is 0.2-0.3 cm²
 
 
 @dataclass(frozen=True)
@@ -107,3 +109,13 @@ def contrast_suspected(hu: np.ndarray, pixel_mm: Sequence[float]) -> bool:
     sizes = np.bincount(labels.ravel())
     pixel_cm2 = float(pixel_mm[0]) * float(pixel_mm[1]) / 100.0
     return bool(any(sizes[i] * pixel_cm2 >= CONTRAST_MIN_AREA_CM2 for i in range(1, count + 1) if i not in touching_bone))
+
+
+def metal_suspected(hu: np.ndarray, pixel_mm: Sequence[float]) -> bool:
+    """An implant on the slice (a piece of >= METAL_HU): its dark streaks run through psoas and
+    paraspinals and read as fat, so SMA and muscle HU come out low there (docs/segmentation.md)."""
+    labels, count = ndimage.label(hu >= METAL_HU)
+    if count == 0:
+        return False
+    pixel_cm2 = float(pixel_mm[0]) * float(pixel_mm[1]) / 100.0
+    return bool(np.bincount(labels.ravel())[1:].max() * pixel_cm2 >= METAL_MIN_AREA_CM2)

@@ -27,7 +27,7 @@ from .safe_files import write_atomically  # noqa: E402
 WINDOW_HU = (-160, 240)
 CSV_COLUMNS = ("case", "has_l3", "l3_slice_index", "l3_z_mm", "l3_confidence", "sma_cm2", "muscle_mean_hu",
                "imat_cm2", "smi_cm2_m2", "sarcopenia", "myosteatosis", "cutoffs", "sex", "height_m", "weight_kg",
-               "bmi", "contrast_suspected", "slice_thickness_mm", "l3_sop_instance_uid", "warnings", "error")
+               "bmi", "contrast_suspected", "metal_suspected", "slice_thickness_mm", "l3_sop_instance_uid", "warnings", "error")
 LEVEL_VALUES = ("slice_index", "sma_cm2", "muscle_mean_hu", "imat_cm2", "volume_cm3")
 LEVEL_CSV_COLUMNS = tuple(f"{name.lower()}_{key}" for name in MEASURED_LEVELS for key in LEVEL_VALUES) + (
     "muscle_volume_l1_l5_cm3",)

@@ -17,9 +17,10 @@ from typing import Any, Mapping
 from .dicom_io import dicom_files
 
 CHUNK_BYTES = 1 << 20
-# change with every code change that alters a measured number (2026-12-07: levels counted as
-# vertebral bodies, docs/cohorts.md); a rerun then measures every case again
-RULES_VERSION = "2026-12-07"
+# change with every code change that alters a measured number or a record's fields (2026-12-07:
+# levels counted as vertebral bodies, docs/cohorts.md; 2026-12-08: the metal_suspected flag); a
+# rerun then measures every case again
+RULES_VERSION = "2026-12-08"
 
 
 def input_sha256(path: Path) -> str:

@@ -49,7 +49,7 @@ def test_every_case_gets_its_outputs_and_a_bad_case_is_skipped(cohort):
     for case_id, truth in truths.items():
         record = json.loads((out / case_id / "measurements.json").read_text())
         assert EXPECTED_KEYS <= set(record)
-        assert record["has_l3"] is True
+        assert record["has_l3"] is True and record["metal_suspected"] is False
         first, last = truth["l3_index_range"]
         assert first <= record["l3_slice_index"] <= last  # never outside the L3 vertebra
         assert record["sma_cm2"] == pytest.approx(truth["sma_cm2"], rel=0.15)
@@ -112,3 +112,4 @@ def test_single_real_dicom_slice_is_measured_without_localisation(tmp_path):
     assert record["sma_cm2"] > 20 and record["myosteatosis"] in (True, False)
     assert any(w.startswith("single_slice") for w in record["warnings"])
     assert record["contrast_suspected"] is True  # enhanced kidneys and aorta
+    assert record["metal_suspected"] is False  # dense bone and contrast are not metal

@@ -6,7 +6,8 @@ import pytest
 from sarcopenia_app.analysis import Subject, subject_for
 from sarcopenia_app.ct_loader import HeaderInfo
 from sarcopenia_app.cutoffs import CUTOFF_SETS, cutoff_set
-from sarcopenia_app.measurements import average, contrast_suspected, measure_slice, refine_border, smi_cm2_m2
+from sarcopenia_app.measurements import (average, contrast_suspected, measure_slice, metal_suspected, refine_border,
+                                         smi_cm2_m2)
 
 
 def test_area_uses_the_real_pixel_size_with_anisotropic_pixels():
@@ -89,6 +90,16 @@ def test_contrast_is_suspected_from_enhanced_vessel_not_from_bone_marrow():
     assert not contrast_suspected(hu, (1.0, 1.0))
     hu[(yy - 50) ** 2 + (xx - 70) ** 2 < 9 ** 2] = 250.0  # enhanced aorta, 2.5 cm² at 1 mm pixels
     assert contrast_suspected(hu, (1.0, 1.0))
+
+
+def test_metal_is_suspected_from_an_implant_not_from_dense_bone_or_a_bright_speck():
+    hu = np.full((120, 120), 40.0)
+    yy, xx = np.mgrid[:120, :120]
+    hu[(yy - 80) ** 2 + (xx - 60) ** 2 < 15 ** 2] = 1900.0  # dense cortical bone
+    hu[50, 50] = hu[51, 52] = 3071.0  # isolated overshoot pixels of a sharp kernel
+    assert not metal_suspected(hu, (0.8, 0.8))
+    hu[(yy - 80) ** 2 + (xx - 40) ** 2 < 3.5 ** 2] = 3071.0  # a 6 mm pedicle screw, clipped by the scanner
+    assert metal_suspected(hu, (0.8, 0.8))
 
 
 def _muscle_in_fat(noise_hu: float, seed: int = 0):
