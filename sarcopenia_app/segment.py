@@ -43,6 +43,14 @@ def model_from_state(state: dict, device: Union[str, torch.device] = "cpu") -> M
     return MuscleModel(network.to(device).eval(), config, float(state["pixdim_mm"]))
 
 
+def published_network(path: Union[str, Path], default: NetworkConfig) -> NetworkConfig:
+    """The shape of the network in a published model file (what fine-tuning `init=current` must
+    build to load it), or `default` when no model is published yet."""
+    if not Path(path).exists():
+        return default
+    return NetworkConfig.from_dict(torch.load(str(path), map_location="cpu", weights_only=True)["network_config"])
+
+
 def reshaped(start: MuscleModel, network_fields: Dict[str, Any]) -> Tuple[MuscleModel, int]:
     """A network of another shape (e.g. one level deeper) warm-started from a trained model: every
     tensor whose name and shape match is copied, the rest is random. Returns it and the number of

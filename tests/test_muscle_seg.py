@@ -227,6 +227,23 @@ def test_a_deeper_network_starts_from_a_smaller_ones_weights_and_segments_any_sl
     assert probability.shape == volume.shape
 
 
+def test_fine_tuning_rebuilds_the_shape_of_the_published_model(tmp_path):
+    """`init=current` loads the published file, so the task config builds that file's network, not a
+    fixed default: a deeper model can be shipped without breaking retraining from the viewer."""
+    from lib.configs.muscle_seg import NETWORK, MuscleSeg
+    from sarcopenia_app.segment import MuscleModel
+
+    def trainer_network(model_dir):
+        config = MuscleSeg()
+        config.init("muscle_seg", str(model_dir), {}, None)
+        return config.trainer()["muscle_seg"].network_config
+
+    assert trainer_network(tmp_path) == NETWORK  # nothing published yet
+    deeper = NetworkConfig(channels=(4, 8, 16, 32), res_units=1, dropout=0.1)
+    torch.save(MuscleModel(build_network(deeper), deeper, PIXDIM_MM).state(), tmp_path / "muscle_seg.pt")
+    assert trainer_network(tmp_path) == deeper
+
+
 def test_flip_averaging_makes_the_prediction_mirror_with_the_scan():
     """Test-time flips average the slice and its mirror, so a mirrored scan (left and right swapped)
     gets exactly the mirrored probability, whatever the network learnt."""

@@ -15,10 +15,11 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
 from sarcopenia_app.network import NetworkConfig
+from sarcopenia_app.segment import published_network
 from sarcopenia_app.transforms import DEFAULT_PIXDIM_MM
 from sarcopenia_app.uncertainty import DEFAULT_PASSES
 
-NETWORK = NetworkConfig(channels=(16, 32, 64, 128, 256), res_units=1, dropout=0.1)
+NETWORK = NetworkConfig(channels=(16, 32, 64, 128, 256), res_units=1, dropout=0.1)  # before any model is published
 
 
 class MuscleSeg(TaskConfig):
@@ -31,6 +32,7 @@ class MuscleSeg(TaskConfig):
         self.encoder_path = os.path.join(model_dir, f"{name}_encoder.pt")  # written by self-supervised pretraining
         self.locator_path = os.path.join(model_dir, "l3_locator.pt")  # benchmarks/train_l3_locator.py
         self.uncertainty_passes = int(conf.get("uncertainty_passes", DEFAULT_PASSES))  # MC dropout + flip passes
+        self.network_config = published_network(self.model_path, NETWORK)  # fine-tuning rebuilds what is published
 
     def infer(self) -> InferTask:
         return MuscleSegInfer(self.model_path, self.locator_path, self.labels,
@@ -42,12 +44,12 @@ class MuscleSeg(TaskConfig):
         pretrain_name = f"{self.name}_pretrain"
         return {
             self.name: MuscleSegTrain(
-                os.path.join(self.model_dir, self.name), self.model_path, NETWORK, DEFAULT_PIXDIM_MM,
+                os.path.join(self.model_dir, self.name), self.model_path, self.network_config, DEFAULT_PIXDIM_MM,
                 "Fine-tune the muscle network on the datastore's final labels (partial labels allowed)",
                 config={}, encoder_path=self.encoder_path),
             pretrain_name: MuscleSegPretrain(
                 pretrain_name, os.path.join(self.model_dir, pretrain_name, "checkpoint.pt"), self.encoder_path,
-                NETWORK, DEFAULT_PIXDIM_MM,
+                self.network_config, DEFAULT_PIXDIM_MM,
                 f'Self-supervised pretraining on every image (labelled or not); needs {{"confirm": "{pretrain_name}"}}'),
         }
 
