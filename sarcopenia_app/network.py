@@ -33,6 +33,13 @@ class NetworkConfig:
         """What an input slice's sides must divide by: the UNet halves them once per level below the top."""
         return 2 ** (len(self.channels) - 1)
 
+    def fitting_crop_px(self, requested_px: int) -> int:
+        """The training crop side nearest above `requested_px` that the network can take: a multiple
+        of `size_divisor_px`, and at least two of them so that instance norm at the deepest level
+        sees more than one pixel (a crop typed for a shallower network still trains)."""
+        divisor = self.size_divisor_px
+        return max(-(-int(requested_px) // divisor), 2) * divisor
+
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 

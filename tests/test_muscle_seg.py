@@ -244,6 +244,14 @@ def test_fine_tuning_rebuilds_the_shape_of_the_published_model(tmp_path):
     assert trainer_network(tmp_path) == deeper
 
 
+def test_a_training_crop_is_rounded_to_what_the_network_can_take():
+    six_levels = NetworkConfig(channels=(16, 32, 64, 128, 256, 512))
+    assert six_levels.fitting_crop_px(224) == 224
+    assert six_levels.fitting_crop_px(200) == 224  # not a multiple of 32: the skips would not line up
+    assert six_levels.fitting_crop_px(32) == 64  # one pixel at the bottom: instance norm cannot train
+    assert TINY.fitting_crop_px(32) == 32
+
+
 def test_flip_averaging_makes_the_prediction_mirror_with_the_scan():
     """Test-time flips average the slice and its mirror, so a mirrored scan (left and right swapped)
     gets exactly the mirrored probability, whatever the network learnt."""

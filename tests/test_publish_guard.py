@@ -15,6 +15,7 @@ from lib.configs.muscle_seg import NETWORK
 from lib.trainers.muscle_seg import MuscleSegTrain
 from sarcopenia_app.phantom import write_dataset
 from sarcopenia_app.publish import all_finite, publish_decision
+from sarcopenia_app.segment import published_network
 from sarcopenia_app.transforms import DEFAULT_PIXDIM_MM
 
 
@@ -55,7 +56,8 @@ def test_the_real_train_task_keeps_the_published_model(phantoms, tmp_path, caplo
     published = tmp_path / "muscle_seg.pt"
     shutil.copy2(SHIPPED, published)
     before = hashlib.sha256(published.read_bytes()).hexdigest()
-    task = MuscleSegTrain(str(tmp_path / "work"), str(published), NETWORK, DEFAULT_PIXDIM_MM, "t", {})
+    task = MuscleSegTrain(str(tmp_path / "work"), str(published), published_network(published, NETWORK),
+                          DEFAULT_PIXDIM_MM, "t", {})
     datastore = LocalDatastore(str(phantoms), extensions=["*.nii.gz"], auto_reload=False)
     with caplog.at_level(logging.INFO):
         task({**SMALL_RUN, **request_}, datastore)

@@ -95,7 +95,7 @@ class MuscleSegTrain(BasicTrainTask):
 
     # ---- data ------------------------------------------------------------------------------
     def train_pre_transforms(self, context: Context):
-        crop = int(context.request.get("crop_px", 224))
+        crop = self.network_config.fitting_crop_px(int(context.request.get("crop_px", 224)))
         return [
             *load_image_and_label(self.pixdim_mm),
             NeighbourSlicesd("image", self.network_config.neighbour_slices),

@@ -69,9 +69,10 @@ class PretrainSettings:
 
 
 def sample_transforms(config: NetworkConfig, pixdim_mm: float, settings: PretrainSettings) -> Compose:
+    crop_px = config.fitting_crop_px(settings.crop_px)
     return Compose([*volume_on_model_grid(pixdim_mm),
-                    *crops(settings.crop_px, config.neighbour_slices, settings.samples_per_volume),
-                    *two_views(settings.crop_px)])
+                    *crops(crop_px, config.neighbour_slices, settings.samples_per_volume),
+                    *two_views(crop_px)])
 
 
 def ssl_losses(model: SelfSupervisedNet, batch: Mapping[str, torch.Tensor], contrastive: ContrastiveLoss,
