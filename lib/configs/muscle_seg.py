@@ -19,7 +19,7 @@ from sarcopenia_app.segment import published_network
 from sarcopenia_app.transforms import DEFAULT_PIXDIM_MM
 from sarcopenia_app.uncertainty import DEFAULT_PASSES
 
-NETWORK = NetworkConfig(channels=(16, 32, 64, 128, 256, 512), res_units=1, dropout=0.1)  # before any model is published
+NETWORK = NetworkConfig(channels=(16, 32, 64, 128, 256), res_units=1, dropout=0.1)  # before any model is published
 
 
 class MuscleSeg(TaskConfig):
