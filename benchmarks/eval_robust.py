@@ -114,6 +114,8 @@ def summarise(rows, names) -> dict:
     with_l3 = [r for r in rows if r["truth_has_l3"]]
     found = [r for r in with_l3 if r["has_l3"]]
     errors = [r["error_mm"] for r in found]
+    # what a perfect mask scores as "SMA error against the truth area" under the HU protocol
+    perfect_mask = np.abs([r["truth_protocol_bias_pct"] for r in with_l3])
     out = {"draws": len(rows), "with_l3": len(with_l3),
            "false_no_l3": sum(not r["has_l3"] for r in with_l3),
            "outside_l3": sum(not r["inside_l3"] for r in found),
@@ -123,11 +125,8 @@ def summarise(rows, names) -> dict:
            "l3_error_mm_max": round(float(np.max(errors)), 2) if errors else None,
            "truth_protocol_bias_pct_median": round(float(np.median([r["truth_protocol_bias_pct"] for r in with_l3])), 2)
            if with_l3 else None,
-           # what a perfect mask scores as "SMA error against the truth area" under the HU protocol
-           "perfect_mask_sma_error_pct_median": round(percentile(np.abs([r["truth_protocol_bias_pct"] for r in with_l3]), 50), 2)
-           if with_l3 else None,
-           "perfect_mask_sma_error_pct_p95": round(percentile(np.abs([r["truth_protocol_bias_pct"] for r in with_l3]), 95), 2)
-           if with_l3 else None,
+           "perfect_mask_sma_error_pct_median": round(percentile(perfect_mask, 50), 2) if with_l3 else None,
+           "perfect_mask_sma_error_pct_p95": round(percentile(perfect_mask, 95), 2) if with_l3 else None,
            "truth_sma_mean_hu_median": round(float(np.median([r["truth_sma_mean_hu"] for r in with_l3])), 1)
            if with_l3 else None,
            "metal_suspected": sum(bool(r.get("metal_suspected")) for r in with_l3), "models": {}}

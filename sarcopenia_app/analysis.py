@@ -21,8 +21,7 @@ from .cutoffs import DEFAULT_CUTOFFS, CutoffSet, cutoff_set
 from .level.locator import CONVENTIONS, MIN_CONFIDENCE, L3Location, LevelLocator, locate_l3
 from .level_measurements import LevelPosition, level_positions, measure_levels, slices_needed
 from .measurements import (MUSCLE_HU, SliceMeasurement, average, contrast_suspected, measure_slice, metal_suspected,
-                           refine_border,
-                           smi_cm2_m2)
+                           refine_border, smi_cm2_m2)
 from .segment import MuscleModel, load_model, predict_mask
 
 THICK_SLICE_MM = 5.0
