@@ -140,6 +140,7 @@ def summarise(rows, names) -> dict:
                  "dice_slab_median": round(float(np.median([x["dice_slab"] for x in m])), 4)}
         clear = [x["dice_mid"] for r, x in zip(with_l3, m) if not r.get("metal_suspected")]
         if clear and len(clear) < len(d):  # the scans the metal warning does not flag
+            entry["dice_mid_median_clear_of_metal"] = round(float(np.median(clear)), 4)
             entry["dice_mid_p5_clear_of_metal"] = round(percentile(clear, 5), 4)
         for r, x in zip(with_l3, m):  # against the truth mask under the same -29..150 HU protocol
             bias = 1 + r["truth_protocol_bias_pct"] / 100

@@ -61,7 +61,7 @@ def new_model(init: Optional[str], network_fields: dict) -> MuscleModel:
     """The model a new run starts from: `init` as it is, `init` reshaped to the network fields
     (warm-started where tensors match), or a random network."""
     if not init:
-        config = NetworkConfig.from_dict({**NetworkConfig().to_dict(), **network_fields})
+        config = NetworkConfig().with_fields(network_fields)
         return MuscleModel(build_network(config), config, DEFAULT_PIXDIM_MM)
     start = load_model(init)
     if not network_fields:

@@ -43,6 +43,10 @@ class NetworkConfig:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    def with_fields(self, fields: Dict[str, Any]) -> "NetworkConfig":
+        """This config with some fields replaced (e.g. `{"channels": [...]}` read from JSON)."""
+        return NetworkConfig.from_dict({**self.to_dict(), **fields})
+
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "NetworkConfig":
         values = dict(values)

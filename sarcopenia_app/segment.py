@@ -55,7 +55,7 @@ def reshaped(start: MuscleModel, network_fields: Dict[str, Any]) -> Tuple[Muscle
     """A network of another shape (e.g. one level deeper) warm-started from a trained model: every
     tensor whose name and shape match is copied, the rest is random. Returns it and the number of
     tensors copied. A bigger network then trains from what the smaller one learned, not from nothing."""
-    config = NetworkConfig.from_dict({**start.config.to_dict(), **network_fields})
+    config = start.config.with_fields(network_fields)
     network = build_network(config)
     _, copied, _ = copy_model_state(network, start.network)
     return MuscleModel(network, config, start.pixdim_mm), len(copied)
